@@ -1,0 +1,13 @@
+// prfaas: serve hybrid-attention LLMs with cross-cluster prefill/decode disaggregation.
+//
+// Subcommands come from their modules; each registers itself on the CLI11 app and reports
+// failure by throwing CLI::RuntimeError(exit_code) after printing a clear message.
+#include <CLI/CLI.hpp>
+
+int main(int argc, char** argv) {
+  CLI::App app{"prfaas: prefill-as-a-service serving for hybrid-attention LLMs"};
+  app.set_version_flag("--version", PRFAAS_VERSION);
+  app.require_subcommand(1);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}
