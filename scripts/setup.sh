@@ -37,11 +37,21 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# JavaScript tooling (tokenizer cross-check, manifest validation) lives in tools/node.
+# JavaScript tooling (tokenizer cross-check, manifest validation): every tools/*/ and deploy/*/
+# folder with a package.json gets `npm ci` when its node_modules is missing or older than the lock.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -f "$root/tools/node/package.json" ]; then
-  if [ ! -d "$root/tools/node/node_modules" ] || [ "$root/tools/node/package.json" -nt "$root/tools/node/node_modules" ]; then
-    echo "setup: installing npm packages in tools/node"
-    (cd "$root/tools/node" && npm install --no-audit --no-fund --loglevel=error && touch node_modules)
+for pkg in "$root"/tools/*/package.json "$root"/deploy/*/package.json; do
+  [ -f "$pkg" ] || continue
+  dir="$(dirname "$pkg")"
+  lock="$dir/package-lock.json"
+  stamp="$dir/node_modules/.prfaas-installed"
+  if [ ! -f "$stamp" ] || [ "$pkg" -nt "$stamp" ] || { [ -f "$lock" ] && [ "$lock" -nt "$stamp" ]; }; then
+    echo "setup: installing npm packages in ${dir#$root/}"
+    if [ -f "$lock" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    touch "$stamp"
   fi
-fi
+done

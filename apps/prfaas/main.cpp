@@ -4,10 +4,15 @@
 // failure by throwing CLI::RuntimeError(exit_code) after printing a clear message.
 #include <CLI/CLI.hpp>
 
+#include "engine/cli.h"
+#include "worker/cli.h"
+
 int main(int argc, char** argv) {
   CLI::App app{"prfaas: prefill-as-a-service serving for hybrid-attention LLMs"};
   app.set_version_flag("--version", PRFAAS_VERSION);
   app.require_subcommand(1);
+  prfaas::engine::RegisterModelCommands(app);
+  prfaas::worker::RegisterWorkerCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,0 +1,314 @@
+// Real `prfaas worker` processes on loopback, driven through their gRPC API the way the router
+// drives them: colocated vs disaggregated exactness, admission control, failures, role switching
+// and graceful shutdown.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <random>
+#include <thread>
+
+#include "prfaas/v1/worker.grpc.pb.h"
+#include "tests/support/process.h"
+
+namespace prfaas {
+namespace {
+
+using testing::ChildProcess;
+
+struct Worker {
+  std::unique_ptr<ChildProcess> proc;
+  nlohmann::json ready;
+  std::unique_ptr<v1::DecodeService::Stub> decode;
+  std::unique_ptr<v1::PrefillService::Stub> prefill;
+  std::unique_ptr<v1::WorkerAdmin::Stub> admin;
+  int http_port() const { return ready["http_port"]; }
+  std::string Metrics() const { return testing::HttpGet("127.0.0.1", http_port(), "/metrics").body; }
+};
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = testing::MakeTempDir("prfaas_worker_test"); }
+
+  Worker Start(const std::string& role, std::vector<std::string> extra = {}) {
+    static int n = 0;
+    std::string name = role + std::to_string(n++);
+    std::string ready = dir_ + "/" + name + ".json";
+    std::vector<std::string> args = {"worker", "--role", role, "--model", "tiny",
+                                     "--ready-file", ready, "--log-level", "warn"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Worker w;
+    w.proc = std::make_unique<ChildProcess>(testing::PrfaasBinary(), args, dir_ + "/" + name + ".log");
+    auto j = testing::WaitForReadyFile(ready, std::chrono::seconds(60), w.proc.get());
+    if (!j) {
+      ADD_FAILURE() << "worker " << name << " did not become ready:\n" << w.proc->Log();
+      return w;
+    }
+    w.ready = *j;
+    auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(int(w.ready["grpc_port"])),
+                                  grpc::InsecureChannelCredentials());
+    w.decode = v1::DecodeService::NewStub(ch);
+    w.prefill = v1::PrefillService::NewStub(ch);
+    w.admin = v1::WorkerAdmin::NewStub(ch);
+    return w;
+  }
+
+  std::string dir_;
+};
+
+v1::DecodeRequest MakeRequest(const std::vector<int32_t>& prompt, int max_tokens, bool local) {
+  v1::DecodeRequest r;
+  static int id = 0;
+  r.set_request_id("req-" + std::to_string(id++));
+  for (int32_t t : prompt) r.add_prompt_token_ids(t);
+  r.mutable_sampling()->set_max_tokens(max_tokens);
+  r.mutable_sampling()->set_ignore_eos(true);
+  r.set_local_prefill(local);
+  return r;
+}
+
+struct Outcome {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  v1::Finished finished;
+  int64_t transferred_bytes = 0;
+};
+
+Outcome Colocated(Worker& w, const std::vector<int32_t>& prompt, int max_tokens) {
+  Outcome o;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = w.decode->Decode(&ctx, MakeRequest(prompt, max_tokens, true));
+  v1::DecodeEvent ev;
+  while (reader->Read(&ev)) {
+    if (ev.has_tokens()) for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
+    if (ev.has_finished()) o.finished = ev.finished();
+  }
+  o.status = reader->Finish();
+  return o;
+}
+
+// The router's disaggregated path: Decode (ticket) -> Prefill(ticket) -> StartDecode(first).
+Outcome Disaggregated(Worker& p, Worker& d, const std::vector<int32_t>& prompt, int max_tokens) {
+  Outcome o;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto req = MakeRequest(prompt, max_tokens, false);
+  auto reader = d.decode->Decode(&ctx, req);
+  v1::DecodeEvent ev;
+  if (!reader->Read(&ev) || !ev.has_ticket()) {
+    o.status = reader->Finish();
+    if (o.status.ok()) o.status = grpc::Status(grpc::StatusCode::INTERNAL, "no ticket");
+    return o;
+  }
+  v1::PrefillRequest preq;
+  preq.set_request_id(req.request_id());
+  *preq.mutable_prompt_token_ids() = req.prompt_token_ids();
+  *preq.mutable_sampling() = req.sampling();
+  *preq.mutable_ticket() = ev.ticket();
+  v1::PrefillReply prep;
+  grpc::ClientContext pctx;
+  pctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  grpc::Status ps = p.prefill->Prefill(&pctx, preq, &prep);
+  if (!ps.ok()) {
+    ctx.TryCancel();
+    reader->Finish();
+    o.status = ps;
+    return o;
+  }
+  o.transferred_bytes = prep.transferred_bytes();
+  o.tokens.push_back(prep.first_token_id());
+  v1::StartDecodeRequest sreq;
+  sreq.set_ticket_id(ev.ticket().ticket_id());
+  sreq.set_first_token_id(prep.first_token_id());
+  v1::StartDecodeReply srep;
+  grpc::ClientContext sctx;
+  grpc::Status ss = d.decode->StartDecode(&sctx, sreq, &srep);
+  EXPECT_TRUE(ss.ok()) << ss.error_message();
+  while (reader->Read(&ev)) {
+    if (ev.has_tokens()) for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
+    if (ev.has_finished()) o.finished = ev.finished();
+  }
+  o.status = reader->Finish();
+  return o;
+}
+
+TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
+  Worker both = Start("both");
+  Worker pre = Start("prefill", {"--cluster", "remote", "--cluster-kind", "prfaas"});
+  Worker dec = Start("decode");
+  ASSERT_TRUE(both.proc && pre.proc && dec.proc);
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int32_t> tok(0, 255);
+  // 20 prompts, lengths 1 .. 4000, several sharing long prefixes.
+  std::vector<int> lengths = {1, 2, 3, 63, 64, 65, 127, 200, 511, 512, 513, 1000, 1500, 2048, 4000};
+  std::vector<std::vector<int32_t>> prompts;
+  for (int n : lengths) {
+    std::vector<int32_t> p(n);
+    for (auto& t : p) t = tok(rng);
+    prompts.push_back(p);
+  }
+  for (int i = 0; i < 5; ++i) {  // share the 2048-token prompt's prefix, diverge after it
+    auto p = prompts[13];
+    p.resize(1024 + 256 * i);
+    for (int k = 0; k < 100; ++k) p.push_back(tok(rng));
+    prompts.push_back(p);
+  }
+  ASSERT_EQ(prompts.size(), 20u);
+  const int kTokens = 12;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SCOPED_TRACE("prompt " + std::to_string(i) + " length " + std::to_string(prompts[i].size()));
+    Outcome a = Colocated(both, prompts[i], kTokens);
+    ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+    Outcome b = Disaggregated(pre, dec, prompts[i], kTokens);
+    ASSERT_TRUE(b.status.ok()) << b.status.error_message() << "\n" << dec.proc->Log();
+    EXPECT_EQ(a.tokens.size(), static_cast<size_t>(kTokens));
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.finished.reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(b.finished.reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(b.finished.usage().completion_tokens(), kTokens);
+    EXPECT_EQ(b.finished.usage().prompt_tokens(), static_cast<int64_t>(prompts[i].size()));
+    EXPECT_GT(b.transferred_bytes, 0);
+  }
+  // Every reservation was returned.
+  auto m = dec.Metrics();
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_running_requests", "service=\"decode\""), 0.0);
+}
+
+TEST_F(WorkerTest, AdmissionControlRejectsWhenFull) {
+  Worker dec = Start("both", {"--kv-blocks", "4", "--block-size", "64"});
+  ASSERT_TRUE(dec.proc);
+  std::vector<int32_t> prompt(200, 7);
+  Outcome o = Colocated(dec, prompt, 100);  // needs 5 blocks
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << o.status.error_message();
+  EXPECT_NE(o.status.error_message().find("blocks"), std::string::npos);
+  Outcome ok = Colocated(dec, std::vector<int32_t>(100, 7), 20);  // 2 blocks fit
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+}
+
+TEST_F(WorkerTest, BadRequestsAreRejectedClearly) {
+  Worker w = Start("both");
+  ASSERT_TRUE(w.proc);
+  EXPECT_EQ(Colocated(w, {}, 4).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Colocated(w, {1, 2}, 0).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Outcome o = Colocated(w, {1, 999999}, 4);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(o.status.error_message().find("999999"), std::string::npos);
+  v1::StartDecodeRequest s;
+  s.set_ticket_id(424242);
+  v1::StartDecodeReply r;
+  grpc::ClientContext ctx;
+  EXPECT_EQ(w.decode->StartDecode(&ctx, s, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerTest, MissingBundleTimesOutAndFreesCapacity) {
+  Worker dec = Start("decode", {"--transfer-timeout-seconds", "1.5"});
+  ASSERT_TRUE(dec.proc);
+  grpc::ClientContext ctx;
+  auto reader = dec.decode->Decode(&ctx, MakeRequest(std::vector<int32_t>(300, 3), 8, false));
+  v1::DecodeEvent ev;
+  ASSERT_TRUE(reader->Read(&ev));
+  ASSERT_TRUE(ev.has_ticket());
+  auto t0 = std::chrono::steady_clock::now();
+  while (reader->Read(&ev)) {
+  }
+  grpc::Status st = reader->Finish();
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  auto m = dec.Metrics();
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+}
+
+TEST_F(WorkerTest, KilledPrefillWorkerFailsTheRequestWithoutLeaks) {
+  Worker pre = Start("prefill");
+  Worker dec = Start("decode", {"--transfer-timeout-seconds", "3"});
+  ASSERT_TRUE(pre.proc && dec.proc);
+  grpc::ClientContext ctx;
+  std::vector<int32_t> prompt(4000, 5);
+  auto req = MakeRequest(prompt, 8, false);
+  auto reader = dec.decode->Decode(&ctx, req);
+  v1::DecodeEvent ev;
+  ASSERT_TRUE(reader->Read(&ev));
+  v1::PrefillRequest preq;
+  *preq.mutable_prompt_token_ids() = req.prompt_token_ids();
+  *preq.mutable_sampling() = req.sampling();
+  *preq.mutable_ticket() = ev.ticket();
+  std::thread prefill([&] {
+    v1::PrefillReply rep;
+    grpc::ClientContext pctx;
+    pctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status s = pre.prefill->Prefill(&pctx, preq, &rep);
+    EXPECT_FALSE(s.ok());  // the process dies under it
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  pre.proc->Signal(SIGKILL);
+  prefill.join();
+  while (reader->Read(&ev)) {
+  }
+  grpc::Status st = reader->Finish();
+  EXPECT_FALSE(st.ok());
+  auto m = dec.Metrics();
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"state\""), 0.0) << m;
+}
+
+TEST_F(WorkerTest, KilledDecodeWorkerEndsTheStreamWithAnError) {
+  Worker dec = Start("both", {"--kv-blocks", "400"});
+  ASSERT_TRUE(dec.proc);
+  grpc::ClientContext ctx;
+  auto reader = dec.decode->Decode(&ctx, MakeRequest({1, 2, 3}, 20000, true));
+  v1::DecodeEvent ev;
+  int tokens = 0;
+  while (tokens < 5 && reader->Read(&ev)) tokens += ev.tokens().token_ids_size();
+  ASSERT_GE(tokens, 5);
+  dec.proc->Signal(SIGKILL);
+  while (reader->Read(&ev)) {
+  }
+  grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+}
+
+TEST_F(WorkerTest, RoleSwitchWithoutRestart) {
+  Worker w = Start("prefill");
+  ASSERT_TRUE(w.proc);
+  Outcome refused = Colocated(w, {1, 2, 3}, 2);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(refused.status.error_message().find("role is prefill"), std::string::npos);
+  v1::SetRoleRequest req;
+  req.set_role(v1::WORKER_ROLE_DECODE);
+  v1::SetRoleReply rep;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(w.admin->SetRole(&ctx, req, &rep).ok());
+  EXPECT_EQ(rep.role(), v1::WORKER_ROLE_DECODE);
+  EXPECT_TRUE(Colocated(w, {1, 2, 3}, 2).status.ok());
+  EXPECT_EQ(testing::MetricValue(w.Metrics(), "prfaas_worker_info", "role=\"decode\""), 1.0);
+  v1::WorkerStatusReply st;
+  grpc::ClientContext sctx;
+  ASSERT_TRUE(w.admin->Status(&sctx, v1::WorkerStatusRequest(), &st).ok());
+  EXPECT_EQ(st.role(), v1::WORKER_ROLE_DECODE);
+  EXPECT_FALSE(st.draining());
+}
+
+TEST_F(WorkerTest, SigtermDrainsAndExitsZero) {
+  Worker w = Start("both");
+  ASSERT_TRUE(w.proc);
+  // A request in flight when SIGTERM arrives still completes.
+  std::thread client([&] {
+    Outcome o = Colocated(w, std::vector<int32_t>(64, 9), 64);
+    EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens.size(), 64u);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  w.proc->Signal(SIGTERM);
+  client.join();
+  auto status = w.proc->Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(status.has_value()) << "worker did not exit";
+  EXPECT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 0) << w.proc->Log();
+}
+
+}  // namespace
+}  // namespace prfaas
