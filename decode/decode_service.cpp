@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "serving/bundle_codec.h"
 #include "serving/grpc_status.h"
+#include "serving/prefill_runner.h"
 
 namespace prfaas::decode {
 
@@ -56,9 +57,11 @@ engine::SamplingParams ToSampling(const v1::SamplingParams& p) {
 }  // namespace
 
 DecodeService::DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity,
-                             DecodeOptions options, metrics::Registry& registry)
+                             serving::PrefixCache* cache, DecodeOptions options,
+                             metrics::Registry& registry)
     : loop_(loop),
       capacity_(capacity),
+      cache_(cache),
       options_(std::move(options)),
       requests_(registry.Counter("prfaas_worker_requests_total",
                                  "Requests finished by the service.", {"service", "status"})),
@@ -192,9 +195,15 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   auto call = std::make_shared<Call>();
   call->request_id = req->request_id();
   call->req = *req;
-  auto seq_or = loop_.Call([](engine::Engine& e) { return e.AddSequence(); });
-  if (!seq_or.ok()) return serving::ToGrpc(seq_or.status());
-  call->seq = *seq_or;
+  // Local prefill reuses the prefix cache; a remote bundle brings everything from token 0.
+  std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  for (int64_t i = 0; i + 1 < resumed; ++i) tokens.push_back(req->resume_token_ids(i));
+  auto hashes = std::make_shared<const std::vector<BlockHash>>(
+      ChainedBlockHashes(tokens, static_cast<int>(bs)));
+  auto started = serving::StartSequence(loop_, req->local_prefill() ? cache_ : nullptr, hashes,
+                                        static_cast<int64_t>(tokens.size()));
+  if (!started.ok()) return serving::ToGrpc(started.status());
+  call->seq = started->seq;
   waiting_.Add(1);
   bool counted_waiting = true;
 
@@ -223,9 +232,8 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
       Fail(call, Cancelled("client went away before the ticket was delivered"));
     }
   } else {
-    // Local prefill of the prompt (+ all but the last resumed token).
-    std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
-    for (int64_t i = 0; i + 1 < resumed; ++i) tokens.push_back(req->resume_token_ids(i));
+    // Local prefill of the prompt (+ all but the last resumed token), after the cached prefix.
+    tokens.erase(tokens.begin(), tokens.begin() + started->cached_tokens);
     std::weak_ptr<Call> weak = call;
     auto sampling = ToSampling(req->sampling());
     loop_.SubmitPrefill(call->seq, std::move(tokens),
@@ -248,7 +256,8 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
                             c->cv.notify_all();
                           }
                           MaybeStart(c);
-                        });
+                        },
+                        serving::CacheFiller(cache_, call->seq, hashes));
   }
 
   // Stream tokens until the call finishes or the client goes away.

@@ -21,6 +21,7 @@
 #include "prfaas/v1/worker.grpc.pb.h"
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
+#include "serving/prefix_cache.h"
 #include "transport/transport.h"
 
 namespace prfaas::decode {
@@ -33,8 +34,9 @@ struct DecodeOptions {
 
 class DecodeService final : public v1::DecodeService::Service {
  public:
-  DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity, DecodeOptions options,
-                metrics::Registry& registry);
+  // `cache` (may be null) is the worker's hybrid prefix cache, used by local prefill.
+  DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity,
+                serving::PrefixCache* cache, DecodeOptions options, metrics::Registry& registry);
   ~DecodeService() override;
 
   // The receiver whose tickets this service issues; set before serving. Its callbacks must be
@@ -59,6 +61,7 @@ class DecodeService final : public v1::DecodeService::Service {
 
   serving::EngineLoop& loop_;
   serving::Capacity& capacity_;
+  serving::PrefixCache* cache_;
   const DecodeOptions options_;
   transport::Receiver* receiver_ = nullptr;
 

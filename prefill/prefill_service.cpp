@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "serving/bundle_codec.h"
 #include "serving/grpc_status.h"
+#include "serving/prefill_runner.h"
 
 namespace prfaas::prefill {
 
@@ -28,9 +29,11 @@ double Seconds(std::chrono::steady_clock::duration d) {
 }  // namespace
 
 PrefillService::PrefillService(serving::EngineLoop& loop, serving::Capacity& capacity,
-                               PrefillOptions options, metrics::Registry& registry)
+                               serving::PrefixCache* cache, PrefillOptions options,
+                               metrics::Registry& registry)
     : loop_(loop),
       capacity_(capacity),
+      cache_(cache),
       options_(std::move(options)),
       requests_(registry.Counter("prfaas_worker_requests_total",
                                  "Requests finished by the service.", {"service", "status"})),
@@ -162,9 +165,12 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
     ~RunningGuard() { g.Add(-1); }
   } running_guard{running_};
 
-  auto seq_or = loop_.Call([](engine::Engine& e) { return e.AddSequence(); });
-  if (!seq_or.ok()) return serving::ToGrpc(seq_or.status());
-  const engine::SequenceId seq = *seq_or;
+  std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  auto hashes = std::make_shared<const std::vector<BlockHash>>(ChainedBlockHashes(tokens, bs));
+  auto started = serving::StartSequence(loop_, cache_, hashes, n);
+  if (!started.ok()) return serving::ToGrpc(started.status());
+  const engine::SequenceId seq = started->seq;
+  const int64_t cached = started->cached_tokens;
   struct SeqGuard {
     serving::EngineLoop& loop;
     engine::SequenceId seq;
@@ -183,7 +189,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   };
   auto promise = std::make_shared<std::promise<Out>>();
   auto future = promise->get_future();
-  std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  tokens.erase(tokens.begin(), tokens.begin() + cached);
   auto sampling = ToSampling(req->sampling());
   serving::EngineLoop* loop = &loop_;
   loop_.SubmitPrefill(seq, std::move(tokens),
@@ -202,7 +208,8 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
                           return;
                         }
                         promise->set_value(std::move(out));
-                      });
+                      },
+                      serving::CacheFiller(cache_, seq, hashes));
   while (future.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
     if (ctx->IsCancelled()) {
       loop_.Cancel(seq);
@@ -216,7 +223,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   }
   const auto t_computed = std::chrono::steady_clock::now();
   prefill_seconds_.Observe(Seconds(t_computed - t_admit));
-  prefill_tokens_.Inc(static_cast<double>(n - skip));
+  prefill_tokens_.Inc(static_cast<double>(n - cached));
 
   // Ship [skip, n) + state to the decode worker.
   auto desc = serving::DescribeExport(cfg, out.exp, ticket.ticket_id(), req->request_id(), skip,
@@ -252,7 +259,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   uint64_t bytes = 0;
   for (const auto& s : out.exp.segments) bytes += s.bytes.size();
   reply->set_first_token_id(out.first);
-  reply->set_cached_prefix_tokens(skip);
+  reply->set_cached_prefix_tokens(cached);
   reply->set_transferred_bytes(static_cast<int64_t>(bytes));
   reply->set_queue_seconds(Seconds(t_admit - t0));
   reply->set_compute_seconds(Seconds(t_computed - t_admit));

@@ -17,6 +17,7 @@
 #include "prfaas/v1/worker.grpc.pb.h"
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
+#include "serving/prefix_cache.h"
 #include "transport/transport.h"
 
 namespace prfaas::prefill {
@@ -28,8 +29,9 @@ struct PrefillOptions {
 
 class PrefillService final : public v1::PrefillService::Service {
  public:
-  PrefillService(serving::EngineLoop& loop, serving::Capacity& capacity, PrefillOptions options,
-                 metrics::Registry& registry);
+  // `cache` (may be null) is the worker's hybrid prefix cache, shared with the decode service.
+  PrefillService(serving::EngineLoop& loop, serving::Capacity& capacity,
+                 serving::PrefixCache* cache, PrefillOptions options, metrics::Registry& registry);
   ~PrefillService() override;
 
   void SetAccepting(bool accepting, std::string reason = "draining");
@@ -45,6 +47,7 @@ class PrefillService final : public v1::PrefillService::Service {
 
   serving::EngineLoop& loop_;
   serving::Capacity& capacity_;
+  serving::PrefixCache* cache_;
   const PrefillOptions options_;
 
   mutable std::mutex mu_;

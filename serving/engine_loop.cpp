@@ -35,11 +35,11 @@ void EngineLoop::Post(std::function<void(engine::Engine&)> fn) {
 }
 
 void EngineLoop::SubmitPrefill(engine::SequenceId seq, std::vector<int32_t> tokens,
-                               PrefillDone done) {
+                               PrefillDone done, PrefillProgress progress) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
-      prefill_.push_back({seq, std::move(tokens), 0, std::move(done)});
+      prefill_.push_back({seq, std::move(tokens), 0, std::move(done), std::move(progress)});
       cv_.notify_all();
       return;
     }
@@ -154,6 +154,10 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
       int64_t pos = len_or.ok() ? *len_or : 0;
       int64_t left = static_cast<int64_t>(j.tokens.size() - j.done);
       int64_t to_boundary = chunk - (pos % chunk);
+      if (options_.checkpoint_interval > 0) {
+        to_boundary = std::min(to_boundary, options_.checkpoint_interval -
+                                                (pos % options_.checkpoint_interval));
+      }
       int64_t take = std::min(left, to_boundary);
       if (!seqs.empty() && take > budget) break;  // never split a chunk to fit the budget
       seqs.push_back(j.seq);
@@ -167,6 +171,7 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
   Status st = e.Prefill(seqs, pieces, &logits);
   const int64_t vocab = config_.vocab_size;
   std::vector<std::pair<PrefillDone, std::pair<Status, std::vector<float>>>> finished;
+  std::vector<std::pair<PrefillProgress, engine::SequenceId>> progressed;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Walk backwards so erasing keeps earlier indices valid.
@@ -178,6 +183,7 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
         continue;
       }
       j.done += pieces[k].size();
+      if (j.progress) progressed.push_back({j.progress, j.seq});
       if (j.done == j.tokens.size()) {
         std::vector<float> last(logits.begin() + k * vocab, logits.begin() + (k + 1) * vocab);
         finished.push_back({std::move(j.cb), {Status::Ok(), std::move(last)}});
@@ -185,6 +191,10 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
       }
     }
     stats_.steps++;
+  }
+  for (auto& [fn, seq] : progressed) {
+    auto len = e.Length(seq);
+    if (len.ok()) fn(e, *len);
   }
   for (auto it = finished.rbegin(); it != finished.rend(); ++it) {
     it->first(it->second.first, std::move(it->second.second));

@@ -33,6 +33,9 @@ enum class Finish { kStop, kLength, kCancelled, kError };
 struct LoopOptions {
   int64_t prefill_tokens_per_step = 512;
   int max_decode_batch = 64;
+  // Prefill calls also end at absolute multiples of this (0 = off) so state checkpoints of the
+  // prefix cache can be taken there. Every worker of a deployment must use the same value.
+  int64_t checkpoint_interval = 0;
 };
 
 struct LoopStats {
@@ -70,7 +73,10 @@ class EngineLoop {
 
   // Appends `tokens` to `seq`; `done` gets the logits of the last token ([vocab]) or an error.
   using PrefillDone = std::function<void(Status, std::vector<float> last_logits)>;
-  void SubmitPrefill(engine::SequenceId seq, std::vector<int32_t> tokens, PrefillDone done);
+  // Called on the loop thread after each engine call that advanced the sequence (before `done`).
+  using PrefillProgress = std::function<void(engine::Engine&, int64_t new_length)>;
+  void SubmitPrefill(engine::SequenceId seq, std::vector<int32_t> tokens, PrefillDone done,
+                     PrefillProgress progress = nullptr);
 
   struct DecodeJob {
     engine::SequenceId seq = 0;
@@ -96,6 +102,7 @@ class EngineLoop {
     std::vector<int32_t> tokens;
     size_t done = 0;
     PrefillDone cb;
+    PrefillProgress progress;
   };
   void Run();
   bool StepPrefill(engine::Engine& e);

@@ -42,6 +42,17 @@ void Bind(Cli& c) {
   s.Add("state-slots", &w.state_slots, "recurrent-state slots").Range(1, 1e7);
   s.Add("block-size", &w.block_size, "tokens per KV block").Range(1, 1e6);
   s.Add("prefill-chunk", &w.prefill_chunk, "tokens per prefill forward pass").Range(1, 1e7);
+  s.Add("prefix-cache-blocks", &w.prefix_cache_blocks,
+        "KV blocks reserved for the prefix cache (0 disables it)").Range(0, 1e9);
+  s.Add("prefix-cache-checkpoints", &w.prefix_cache_checkpoints,
+        "state checkpoints the prefix cache may hold").Range(1, 1e6);
+  s.Add("checkpoint-interval", &w.checkpoint_interval,
+        "tokens between state checkpoints (a multiple of --block-size)").Range(1, 1e7)
+      .Check([&w] {
+        return w.checkpoint_interval % w.block_size == 0
+                   ? std::string()
+                   : "is not a multiple of block-size " + std::to_string(w.block_size);
+      });
   s.Add("prefill-tokens-per-step", &w.prefill_tokens_per_step,
         "prefill tokens scheduled between two decode steps").Range(1, 1e7);
   s.Add("max-decode-batch", &w.max_decode_batch, "sequences per decode step").Range(1, 1e5);

@@ -17,6 +17,7 @@
 #include "prfaas/v1/router.grpc.pb.h"
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
+#include "serving/prefix_cache.h"
 #include "serving/grpc_status.h"
 
 namespace prfaas::worker {
@@ -82,6 +83,7 @@ class Worker::Impl : public v1::WorkerAdmin::Service {
   engine::ModelConfig model;
   std::unique_ptr<serving::EngineLoop> loop;
   std::unique_ptr<serving::Capacity> capacity;
+  std::unique_ptr<serving::PrefixCache> cache;
   std::unique_ptr<decode::DecodeService> decode;
   std::unique_ptr<prefill::PrefillService> prefill;
   std::unique_ptr<transport::Receiver> receiver;
@@ -120,22 +122,33 @@ prfaas::Status Worker::Impl::Init() {
   PRFAAS_ASSIGN_OR_RETURN(auto weights, LoadModel(cfg, model));
   engine::EngineOptions eo;
   eo.kv_block_size = cfg.block_size;
-  eo.num_kv_blocks = cfg.kv_blocks;
-  eo.num_state_slots = cfg.state_slots;
+  // The prefix cache has its own budget on top of request capacity, so cached blocks never
+  // crowd out admitted requests.
+  const bool use_cache = cfg.prefix_cache_blocks > 0;
+  eo.num_kv_blocks = cfg.kv_blocks + (use_cache ? cfg.prefix_cache_blocks : 0);
+  eo.num_state_slots = cfg.state_slots + (use_cache ? cfg.prefix_cache_checkpoints : 0);
   eo.prefill_chunk = cfg.prefill_chunk;
   PRFAAS_ASSIGN_OR_RETURN(auto eng, engine::Engine::Create(model, weights, eo));
   uint64_t fingerprint = eng->ModelFingerprint();
   loop = std::make_unique<serving::EngineLoop>(
-      std::move(eng), serving::LoopOptions{cfg.prefill_tokens_per_step, cfg.max_decode_batch});
+      std::move(eng), serving::LoopOptions{cfg.prefill_tokens_per_step, cfg.max_decode_batch,
+                                           cfg.checkpoint_interval});
+  if (use_cache) {
+    cache = std::make_unique<serving::PrefixCache>(
+        serving::PrefixCacheOptions{cfg.block_size, cfg.checkpoint_interval,
+                                    cfg.prefix_cache_blocks, cfg.prefix_cache_checkpoints},
+        registry);
+  }
   capacity = std::make_unique<serving::Capacity>(cfg.kv_blocks, cfg.state_slots);
 
   decode::DecodeOptions dopt;
   dopt.transfer_timeout = std::chrono::milliseconds(
       static_cast<int64_t>(cfg.transfer_timeout_seconds * 1000));
-  decode = std::make_unique<decode::DecodeService>(*loop, *capacity, dopt, registry);
+  decode = std::make_unique<decode::DecodeService>(*loop, *capacity, cache.get(), dopt, registry);
   prefill::PrefillOptions popt;
   popt.tcp.connections = cfg.transport_connections;
-  prefill = std::make_unique<prefill::PrefillService>(*loop, *capacity, popt, registry);
+  prefill = std::make_unique<prefill::PrefillService>(*loop, *capacity, cache.get(), popt,
+                                                      registry);
 
   transport::TcpOptions topt;
   transport::ReceiverCallbacks cbs;
@@ -262,6 +275,7 @@ void Worker::Impl::PublishLoop() {
     reg.set_transport_endpoint(receiver->address());
     reg.set_model_fingerprint(std::to_string(loop->Call([](engine::Engine& e) { return e.ModelFingerprint(); })));
     reg.set_block_size(static_cast<int32_t>(cfg.block_size));
+    reg.set_checkpoint_interval(static_cast<int32_t>(cfg.checkpoint_interval));
     v1::RegisterReply rep;
     auto st = stub->Register(&rctx, reg, &rep);
     double interval = 1.0;
@@ -270,11 +284,49 @@ void Worker::Impl::PublishLoop() {
       grpc::ClientContext pctx;
       v1::PublishAck ack;
       auto stream = stub->Publish(&pctx, &ack);
+      // A (re)connected router starts from a full picture of our cache.
+      if (cache) {
+        v1::WorkerEvent clear;
+        clear.set_worker_id(cfg.worker_id);
+        clear.mutable_cache()->set_kind(v1::CacheEvent::KIND_CLEARED);
+        stream->Write(clear);
+        auto snap = loop->Call([this](engine::Engine&) { return cache->Snapshot(); });
+        for (auto& rec : snap) {
+          if (rec.hashes.empty()) continue;
+          v1::WorkerEvent ce;
+          ce.set_worker_id(cfg.worker_id);
+          ce.mutable_cache()->set_kind(rec.kind == serving::CacheEventRecord::kAttnStored
+                                           ? v1::CacheEvent::KIND_ATTN_STORED
+                                           : v1::CacheEvent::KIND_CHECKPOINT_STORED);
+          for (auto h : rec.hashes) ce.mutable_cache()->add_block_hashes(h);
+          stream->Write(ce);
+        }
+      }
       while (true) {
         v1::WorkerEvent ev;
         ev.set_worker_id(cfg.worker_id);
         *ev.mutable_load() = Load();
         if (!stream->Write(ev)) break;
+        bool sent = true;
+        if (cache) {
+          for (auto& rec : cache->TakeEvents()) {
+            v1::WorkerEvent ce;
+            ce.set_worker_id(cfg.worker_id);
+            auto* c = ce.mutable_cache();
+            switch (rec.kind) {
+              case serving::CacheEventRecord::kAttnStored: c->set_kind(v1::CacheEvent::KIND_ATTN_STORED); break;
+              case serving::CacheEventRecord::kAttnEvicted: c->set_kind(v1::CacheEvent::KIND_ATTN_EVICTED); break;
+              case serving::CacheEventRecord::kCheckpointStored: c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_STORED); break;
+              case serving::CacheEventRecord::kCheckpointEvicted: c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_EVICTED); break;
+            }
+            for (auto h : rec.hashes) c->add_block_hashes(h);
+            if (!stream->Write(ce)) {
+              sent = false;
+              break;
+            }
+          }
+        }
+        if (!sent) break;
         std::unique_lock<std::mutex> lock(mu);
         if (cv.wait_for(lock, std::chrono::duration<double>(interval), [&] { return stopping; })) {
           lock.unlock();

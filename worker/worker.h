@@ -35,6 +35,9 @@ struct WorkerConfig {
   int64_t state_slots = 64;
   int64_t block_size = 64;
   int64_t prefill_chunk = 512;
+  int64_t prefix_cache_blocks = 256;      // KV blocks the prefix cache may hold (0 = off)
+  int64_t prefix_cache_checkpoints = 16;  // state checkpoints the prefix cache may hold
+  int64_t checkpoint_interval = 256;      // C: tokens between state checkpoints
   int64_t prefill_tokens_per_step = 512;
   int max_decode_batch = 64;
   int transport_connections = 4;

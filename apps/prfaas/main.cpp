@@ -4,6 +4,7 @@
 // failure by throwing CLI::RuntimeError(exit_code) after printing a clear message.
 #include <CLI/CLI.hpp>
 
+#include "apps/up/up.h"
 #include "engine/cli.h"
 #include "worker/cli.h"
 
@@ -13,6 +14,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   prfaas::engine::RegisterModelCommands(app);
   prfaas::worker::RegisterWorkerCommand(app);
+  prfaas::up::RegisterUpCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

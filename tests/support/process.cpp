@@ -15,67 +15,6 @@
 
 namespace prfaas::testing {
 
-ChildProcess::ChildProcess(std::string binary, std::vector<std::string> args, std::string log_path)
-    : log_path_(std::move(log_path)) {
-  std::vector<char*> argv;
-  argv.push_back(binary.data());
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_ = fork();
-  if (pid_ == 0) {
-    int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    // The test's signal mask must not leak into the child.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-}
-
-ChildProcess::~ChildProcess() {
-  if (pid_ > 0 && Running()) {
-    kill(pid_, SIGKILL);
-    Wait(std::chrono::seconds(5));
-  }
-}
-
-bool ChildProcess::Running() {
-  if (status_) return false;
-  int st = 0;
-  pid_t r = waitpid(pid_, &st, WNOHANG);
-  if (r == pid_) {
-    status_ = st;
-    return false;
-  }
-  return r == 0;
-}
-
-void ChildProcess::Signal(int sig) {
-  if (Running()) kill(pid_, sig);
-}
-
-std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (Running()) {
-    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return status_;
-}
-
-std::string ChildProcess::Log() const {
-  std::ifstream f(log_path_);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::optional<nlohmann::json> WaitForReadyFile(const std::string& path,
                                                std::chrono::milliseconds timeout,
                                                ChildProcess* child) {

@@ -1,7 +1,6 @@
 // Test support: run real prfaas processes and talk to them.
 //
-// ChildProcess forks and execs a binary with arguments, captures its stderr+stdout into a log file
-// and kills it (SIGKILL) on destruction if it is still running. WaitForReadyFile polls for the JSON
+// ChildProcess is common/subprocess.h's Subprocess. WaitForReadyFile polls for the JSON
 // a `prfaas worker --ready-file` writes once it serves. HttpGet is a tiny blocking HTTP/1.1 client.
 #pragma once
 
@@ -14,28 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/subprocess.h"
+
 namespace prfaas::testing {
 
-class ChildProcess {
- public:
-  ChildProcess(std::string binary, std::vector<std::string> args, std::string log_path);
-  ~ChildProcess();
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool Running();
-  void Signal(int sig);
-  // Waits for exit up to `timeout`; returns the exit status (as from waitpid) or nullopt.
-  std::optional<int> Wait(std::chrono::milliseconds timeout);
-  std::string Log() const;
-  const std::string& log_path() const { return log_path_; }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-  std::string log_path_;
-};
+using ChildProcess = prfaas::Subprocess;
 
 // Polls `path` until it holds valid JSON or `timeout` passes (then returns nullopt).
 std::optional<nlohmann::json> WaitForReadyFile(const std::string& path,

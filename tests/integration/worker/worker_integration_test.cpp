@@ -135,7 +135,9 @@ Outcome Disaggregated(Worker& p, Worker& d, const std::vector<int32_t>& prompt, 
 }
 
 TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
-  Worker both = Start("both");
+  // The reference runs without a prefix cache; the prefill worker reuses its cache for the
+  // prompts that share prefixes, so cache hits must not change a single token.
+  Worker both = Start("both", {"--prefix-cache-blocks", "0"});
   Worker pre = Start("prefill", {"--cluster", "remote", "--cluster-kind", "prfaas"});
   Worker dec = Start("decode");
   ASSERT_TRUE(both.proc && pre.proc && dec.proc);
@@ -171,10 +173,51 @@ TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
     EXPECT_EQ(b.finished.usage().prompt_tokens(), static_cast<int64_t>(prompts[i].size()));
     EXPECT_GT(b.transferred_bytes, 0);
   }
+  // The shared-prefix prompts hit the prefill worker's cache (attention and state checkpoint).
+  auto pm = pre.Metrics();
+  auto ckpt = testing::MetricValue(pm, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                   "kind=\"checkpoint\"");
+  ASSERT_TRUE(ckpt.has_value()) << pm;
+  EXPECT_GE(*ckpt, 5 * 1024.0) << pm;
   // Every reservation was returned.
   auto m = dec.Metrics();
   EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
   EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_running_requests", "service=\"decode\""), 0.0);
+}
+
+TEST_F(WorkerTest, PrefixCacheHitRatesForASharedPrefixSequence) {
+  Worker w = Start("both", {"--checkpoint-interval", "128", "--prefix-cache-blocks", "64"});
+  ASSERT_TRUE(w.proc);
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int32_t> tok(0, 255);
+  std::vector<int32_t> system(600);
+  for (auto& t : system) t = tok(rng);
+  // Four requests share a 600-token prefix: the first fills the cache, the next three hit it up
+  // to the last checkpoint inside the shared part (512 tokens: 600 rounded down to C = 128).
+  std::vector<std::vector<int32_t>> tokens;
+  for (int i = 0; i < 4; ++i) {
+    auto p = system;
+    for (int k = 0; k < 50; ++k) p.push_back(tok(rng));
+    Outcome o = Colocated(w, p, 4);
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  }
+  auto m = w.Metrics();
+  auto hit = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                  "kind=\"checkpoint\"");
+  auto attn = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                   "kind=\"attention\"");
+  auto lookups = testing::MetricValue(m, "prfaas_worker_prefix_cache_lookup_tokens_total");
+  auto hits = testing::MetricValue(m, "prfaas_worker_prefix_cache_hits_total");
+  auto misses = testing::MetricValue(m, "prfaas_worker_prefix_cache_misses_total");
+  ASSERT_TRUE(hit && attn && lookups && hits && misses) << m;
+  EXPECT_EQ(*hit, 3 * 512.0) << m;
+  EXPECT_EQ(*attn, 3 * 576.0) << m;  // 9 full 64-token blocks of the shared 600
+  EXPECT_EQ(*lookups, 4 * 650.0);
+  EXPECT_EQ(*hits, 3.0);
+  EXPECT_EQ(*misses, 1.0);
+  auto entries = testing::MetricValue(m, "prfaas_worker_prefix_cache_entries", "kind=\"checkpoint\"");
+  ASSERT_TRUE(entries.has_value());
+  EXPECT_GE(*entries, 4.0);  // 128, 256, 384, 512 of the shared prefix (plus the tails)
 }
 
 TEST_F(WorkerTest, AdmissionControlRejectsWhenFull) {
