@@ -24,6 +24,9 @@ function(prfaas_test name)
     set(ARG_TIMEOUT 300)
   endif()
   add_executable(${name} ${ARG_SOURCES})
+  foreach(label IN LISTS ARG_LABELS)
+    set_property(GLOBAL APPEND PROPERTY PRFAAS_TEST_TARGETS_${label} ${name})
+  endforeach()
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main prfaas_warnings)
   target_compile_definitions(${name} PRIVATE
     PRFAAS_SOURCE_DIR="${PROJECT_SOURCE_DIR}" PRFAAS_BINARY_DIR="${PROJECT_BINARY_DIR}")
@@ -32,4 +35,14 @@ function(prfaas_test name)
     PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
     DISCOVERY_MODE PRE_TEST
     EXTRA_ARGS --gtest_brief=0)
+endfunction()
+
+# Writes build/<preset>/test-targets-<label>.txt listing the test executables of each label, so
+# CI can build just the unit tests of the sanitizer presets (see Makefile: test-asan).
+function(prfaas_write_test_target_lists)
+  foreach(label unit integration e2e gpu fuzz)
+    get_property(_targets GLOBAL PROPERTY PRFAAS_TEST_TARGETS_${label})
+    list(JOIN _targets " " _line)
+    file(WRITE ${PROJECT_BINARY_DIR}/test-targets-${label}.txt "${_line}\n")
+  endforeach()
 endfunction()

@@ -231,6 +231,26 @@ TEST_F(WorkerTest, AdmissionControlRejectsWhenFull) {
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
 }
 
+TEST_F(WorkerTest, PrefillQueuesWhenFullInsteadOfFailing) {
+  // Room for one 1000-token prompt at a time: the second prefill waits (FCFS), then succeeds.
+  Worker pre = Start("prefill", {"--kv-blocks", "20", "--prefix-cache-blocks", "0"});
+  Worker dec = Start("decode");
+  ASSERT_TRUE(pre.proc && dec.proc);
+  std::vector<int32_t> a(1000, 11), b(1000, 12);
+  Outcome oa, ob;
+  std::thread ta([&] { oa = Disaggregated(pre, dec, a, 4); });
+  std::thread tb([&] { ob = Disaggregated(pre, dec, b, 4); });
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(oa.status.ok()) << oa.status.error_message();
+  EXPECT_TRUE(ob.status.ok()) << ob.status.error_message();
+  auto m = pre.Metrics();
+  auto waited = testing::MetricValue(m, "prfaas_worker_queue_wait_seconds_count",
+                                     "service=\"prefill\"");
+  ASSERT_TRUE(waited.has_value()) << m;
+  EXPECT_EQ(*waited, 2.0);
+}
+
 TEST_F(WorkerTest, BadRequestsAreRejectedClearly) {
   Worker w = Start("both");
   ASSERT_TRUE(w.proc);
