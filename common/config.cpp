@@ -59,7 +59,9 @@ std::string ParseBool(const std::string& s, bool* out) {
   return "is not a boolean (true/false)";
 }
 
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
+std::string Quote(const std::string& s) {
+  return "'" + s + "'";
+}
 
 }  // namespace
 
@@ -175,7 +177,9 @@ Schema::Field* Schema::Find(const std::string& key) {
   return it == fields_.end() ? nullptr : it->second.get();
 }
 
-std::vector<std::string> Schema::Keys() const { return order_; }
+std::vector<std::string> Schema::Keys() const {
+  return order_;
+}
 
 Status Schema::Set(const std::string& key, const std::string& value, const std::string& where) {
   Field* f = Find(key);
@@ -194,8 +198,7 @@ Status Schema::SetList(const std::string& key, const std::vector<std::string>& v
   Field* f = Find(key);
   if (!f) return InvalidArgument(where + ": unknown configuration key " + Quote(key));
   if (!f->is_list) {
-    return InvalidArgument(where + ": key " + Quote(key) + " expects " + f->type +
-                           ", got a list");
+    return InvalidArgument(where + ": key " + Quote(key) + " expects " + f->type + ", got a list");
   }
   f->parse_list(values);
   return Status::Ok();
@@ -352,7 +355,8 @@ FieldRef& FieldRef::OneOf(std::vector<std::string> choices) {
 FieldRef& FieldRef::NonEmpty() {
   auto* f = schema_->Find(key_);
   auto show = f->show;
-  f->checks.push_back([show]() -> std::string { return show().empty() ? "must not be empty" : ""; });
+  f->checks.push_back(
+      [show]() -> std::string { return show().empty() ? "must not be empty" : ""; });
   return *this;
 }
 

@@ -1,9 +1,9 @@
 #include "common/http_server.h"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -46,10 +46,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(max_body_);
     stream_.expires_after(std::chrono::seconds(60));
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        self->OnRead(ec);
-                      });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -136,7 +135,9 @@ class Server::Impl {
 
 Server::Server(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
-Server::~Server() { Stop(); }
+Server::~Server() {
+  Stop();
+}
 
 void Server::Handle(const std::string& method, const std::string& path, Handler handler) {
   impl_->routes[path][method] = std::move(handler);
@@ -160,8 +161,9 @@ Status Server::Start() {
   if (!ec) impl_->acceptor.bind(ep, ec);
   if (ec) {
     impl_->acceptor.close();
-    return Unavailable("cannot listen on " + where + ": " + ec.message() +
-                       (ec == asio::error::address_in_use ? " (is another process using it?)" : ""));
+    return Unavailable(
+        "cannot listen on " + where + ": " + ec.message() +
+        (ec == asio::error::address_in_use ? " (is another process using it?)" : ""));
   }
   impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Unavailable("cannot listen on " + where + ": " + ec.message());
@@ -203,8 +205,10 @@ void AddObservabilityRoutes(Server& server, const metrics::Registry& registry,
   server.Handle("GET", "/health", [&health](const Request&) {
     if (health.ready()) return Response{200, "text/plain; charset=utf-8", "ok\n", {}};
     std::string why = health.reason();
-    return Response{503, "text/plain; charset=utf-8",
-                    "not ready" + (why.empty() ? std::string() : ": " + why) + "\n", {}};
+    return Response{503,
+                    "text/plain; charset=utf-8",
+                    "not ready" + (why.empty() ? std::string() : ": " + why) + "\n",
+                    {}};
   });
   server.Handle("GET", "/health/live", [](const Request&) {
     return Response{200, "text/plain; charset=utf-8", "alive\n", {}};

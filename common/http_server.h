@@ -23,10 +23,10 @@
 namespace prfaas::http {
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path plus query, as sent
-  std::string path;    // without the query
-  std::string query;   // after '?', undecoded
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // path plus query, as sent
+  std::string path;                            // without the query
+  std::string query;                           // after '?', undecoded
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
 };

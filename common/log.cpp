@@ -14,7 +14,8 @@ thread_local std::string t_request_id;
 // Renders the thread's request id for the `%*` pattern flag.
 class RequestIdFlag : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg&, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg&, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     std::string_view id = CurrentRequestId();
     dest.append(id.data(), id.data() + id.size());
   }
@@ -61,7 +62,9 @@ RequestScope::RequestScope(std::string request_id) : previous_(std::move(t_reque
   t_request_id = std::move(request_id);
 }
 
-RequestScope::~RequestScope() { t_request_id = std::move(previous_); }
+RequestScope::~RequestScope() {
+  t_request_id = std::move(previous_);
+}
 
 Status InitLogging(const Options& options) {
   auto level = spdlog::level::from_str(options.level);

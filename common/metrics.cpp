@@ -36,10 +36,14 @@ std::string EscapeLabelValue(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -47,9 +51,12 @@ std::string EscapeLabelValue(const std::string& s) {
 std::string EscapeHelp(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -84,7 +91,9 @@ void Counter::Inc(double v) {
   AtomicAdd(value_, v);
 }
 
-void Gauge::Add(double v) { AtomicAdd(value_, v); }
+void Gauge::Add(double v) {
+  AtomicAdd(value_, v);
+}
 
 Histogram::Histogram(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)) {
   if (!std::is_sorted(bounds_.begin(), bounds_.end()) ||
@@ -132,9 +141,8 @@ std::vector<double> LinearBuckets(double start, double width, int count) {
 }
 
 const std::vector<double>& LatencyBuckets() {
-  static const std::vector<double> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                               0.25,  0.5,    1,     2.5,  5,     10,   25,
-                                               50,    100};
+  static const std::vector<double> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                               0.5,   1,      2.5,   5,    10,    25,   50,  100};
   return kBuckets;
 }
 
@@ -224,8 +232,8 @@ Family<M>& Registry::Register(const std::string& name, const std::string& help, 
         out += f->name_ + "_count" + LabelString(f->labels_, values) + " " +
                std::to_string(snap.count) + "\n";
       } else {
-        out += f->name_ + LabelString(f->labels_, values) + " " + FormatValue(child->Value()) +
-               "\n";
+        out +=
+            f->name_ + LabelString(f->labels_, values) + " " + FormatValue(child->Value()) + "\n";
       }
     }
   };

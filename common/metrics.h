@@ -52,8 +52,8 @@ class Histogram {
   void Observe(double v);
 
   struct Snapshot {
-    std::vector<double> upper_bounds;   // without +Inf
-    std::vector<uint64_t> cumulative;   // one per bound, then +Inf last
+    std::vector<double> upper_bounds;  // without +Inf
+    std::vector<uint64_t> cumulative;  // one per bound, then +Inf last
     double sum = 0;
     uint64_t count = 0;
   };
@@ -89,7 +89,9 @@ class Family {
   friend class Registry;
   Family(std::string name, std::string help, std::vector<std::string> labels,
          std::function<std::unique_ptr<M>()> make)
-      : name_(std::move(name)), help_(std::move(help)), labels_(std::move(labels)),
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        labels_(std::move(labels)),
         make_(std::move(make)) {}
 
   std::string name_, help_;

@@ -44,10 +44,14 @@ Status Status::WithContext(std::string_view context) const {
   return Status(code_, std::string(context) + ": " + message_);
 }
 
-std::ostream& operator<<(std::ostream& os, const Status& s) { return os << s.ToString(); }
+std::ostream& operator<<(std::ostream& os, const Status& s) {
+  return os << s.ToString();
+}
 
-#define PRFAAS_STATUS_CTOR_(Name, Code) \
-  Status Name(std::string message) { return Status(StatusCode::Code, std::move(message)); }
+#define PRFAAS_STATUS_CTOR_(Name, Code)                  \
+  Status Name(std::string message) {                     \
+    return Status(StatusCode::Code, std::move(message)); \
+  }
 PRFAAS_STATUS_CTOR_(InvalidArgument, kInvalidArgument)
 PRFAAS_STATUS_CTOR_(NotFound, kNotFound)
 PRFAAS_STATUS_CTOR_(AlreadyExists, kAlreadyExists)

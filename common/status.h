@@ -90,7 +90,7 @@ Status Unauthenticated(std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result constructed from an OK status");
     if (std::get<Status>(v_).ok()) v_ = Status(StatusCode::kInternal, "Result from OK status");
@@ -122,10 +122,10 @@ class [[nodiscard]] Result {
 #define PRFAAS_CONCAT_INNER_(a, b) a##b
 #define PRFAAS_CONCAT_(a, b) PRFAAS_CONCAT_INNER_(a, b)
 
-#define PRFAAS_RETURN_IF_ERROR(expr)                     \
-  do {                                                   \
-    ::prfaas::Status prfaas_status_ = (expr);            \
-    if (!prfaas_status_.ok()) return prfaas_status_;     \
+#define PRFAAS_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::prfaas::Status prfaas_status_ = (expr);        \
+    if (!prfaas_status_.ok()) return prfaas_status_; \
   } while (0)
 
 #define PRFAAS_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

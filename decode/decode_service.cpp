@@ -25,12 +25,12 @@ struct DecodeService::Call {
 
   std::mutex mu;
   std::condition_variable cv;
-  bool installed = false;                // bundle imported (or local prefill done)
-  std::optional<int32_t> first_token;    // from StartDecode (remote) or local sampling
-  bool started = false;                  // decode job submitted
-  std::deque<int32_t> tokens;            // generated, not yet written
+  bool installed = false;              // bundle imported (or local prefill done)
+  std::optional<int32_t> first_token;  // from StartDecode (remote) or local sampling
+  bool started = false;                // decode job submitted
+  std::deque<int32_t> tokens;          // generated, not yet written
   std::optional<std::pair<Finish, Status>> finished;
-  int64_t generated = 0;                 // tokens counted in usage (includes the first)
+  int64_t generated = 0;  // tokens counted in usage (includes the first)
 };
 
 namespace {
@@ -106,8 +106,10 @@ void DecodeService::MaybeStart(const std::shared_ptr<Call>& call) {
     job.seq = call->seq;
     job.next_input = *call->first_token;
     job.sampling = ToSampling(req.sampling());
+    // max_tokens counts the tokens still to generate: after a resume, all of them are new;
+    // otherwise the first token (sampled at prefill) is one of them.
     job.counter = static_cast<uint64_t>(std::max<int64_t>(resumed, 1));
-    job.remaining = req.sampling().max_tokens() - std::max<int64_t>(resumed, 1);
+    job.remaining = resumed > 0 ? req.sampling().max_tokens() : req.sampling().max_tokens() - 1;
     for (int32_t s : req.sampling().stop_token_ids()) job.stop_ids.push_back(s);
     int32_t eos = loop_.config().eos_token_id;
     if (!req.sampling().ignore_eos() && eos >= 0) job.stop_ids.push_back(eos);
@@ -148,9 +150,6 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   const int64_t resumed = req->resume_token_ids_size();
   if (n == 0) return serving::ToGrpc(InvalidArgument("prompt_token_ids is empty"));
   if (max_tokens <= 0) return serving::ToGrpc(InvalidArgument("sampling.max_tokens must be > 0"));
-  if (resumed >= max_tokens) {
-    return serving::ToGrpc(InvalidArgument("resume_token_ids already reach max_tokens"));
-  }
   if (resumed > 0 && !req->local_prefill()) {
     return serving::ToGrpc(InvalidArgument("resume_token_ids requires local_prefill"));
   }
@@ -161,17 +160,18 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
                                              std::to_string(cfg.vocab_size) + ")"));
     }
   }
-  if (n + max_tokens > options_.max_context_tokens) {
-    return serving::ToGrpc(OutOfRange("prompt + max_tokens = " + std::to_string(n + max_tokens) +
-                                      " exceeds the context limit " +
-                                      std::to_string(options_.max_context_tokens)));
+  if (n + resumed + max_tokens > options_.max_context_tokens) {
+    return serving::ToGrpc(
+        OutOfRange("prompt + resumed + max_tokens = " + std::to_string(n + resumed + max_tokens) +
+                   " exceeds the context limit " + std::to_string(options_.max_context_tokens)));
   }
   if (!req->local_prefill() && receiver_ == nullptr) {
     return serving::ToGrpc(FailedPrecondition("this worker has no transport receiver"));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!accepting_) return serving::ToGrpc(Unavailable("decode service not accepting: " + not_accepting_reason_));
+    if (!accepting_)
+      return serving::ToGrpc(Unavailable("decode service not accepting: " + not_accepting_reason_));
     ++in_flight_;
   }
   struct InFlightGuard {
@@ -184,7 +184,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
 
   // Admission: the most this request can ever hold.
   const int64_t bs = loop_.engine_options().kv_block_size;
-  serving::Need need{(n + max_tokens + bs - 1) / bs, 1};
+  serving::Need need{(n + resumed + max_tokens + bs - 1) / bs, 1};
   Status admit = capacity_.TryReserve(need);
   if (!admit.ok()) {
     requests_.WithLabels({"decode", "rejected"}).Inc();
@@ -236,28 +236,28 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
     tokens.erase(tokens.begin(), tokens.begin() + started->cached_tokens);
     std::weak_ptr<Call> weak = call;
     auto sampling = ToSampling(req->sampling());
-    loop_.SubmitPrefill(call->seq, std::move(tokens),
-                        [this, weak, sampling, resumed](Status st, std::vector<float> logits) {
-                          auto c = weak.lock();
-                          if (!c) return;
-                          if (!st.ok()) return Fail(c, st);
-                          {
-                            std::lock_guard<std::mutex> lock(c->mu);
-                            c->installed = true;
-                            if (resumed > 0) {
-                              c->first_token = c->req.resume_token_ids(resumed - 1);
-                              c->generated = resumed;
-                            } else {
-                              c->first_token = kernels::cpu::SampleToken(logits, sampling, 0);
-                              c->tokens.push_back(*c->first_token);
-                              c->generated = 1;
-                              tokens_.Inc();
-                            }
-                            c->cv.notify_all();
-                          }
-                          MaybeStart(c);
-                        },
-                        serving::CacheFiller(cache_, call->seq, hashes));
+    loop_.SubmitPrefill(
+        call->seq, std::move(tokens),
+        [this, weak, sampling, resumed](Status st, std::vector<float> logits) {
+          auto c = weak.lock();
+          if (!c) return;
+          if (!st.ok()) return Fail(c, st);
+          {
+            std::lock_guard<std::mutex> lock(c->mu);
+            c->installed = true;
+            if (resumed > 0) {
+              c->first_token = c->req.resume_token_ids(resumed - 1);
+            } else {
+              c->first_token = kernels::cpu::SampleToken(logits, sampling, 0);
+              c->tokens.push_back(*c->first_token);
+              c->generated = 1;
+              tokens_.Inc();
+            }
+            c->cv.notify_all();
+          }
+          MaybeStart(c);
+        },
+        serving::CacheFiller(cache_, call->seq, hashes));
   }
 
   // Stream tokens until the call finishes or the client goes away.
@@ -270,9 +270,8 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
     std::optional<std::pair<Finish, Status>> fin;
     {
       std::unique_lock<std::mutex> lock(call->mu);
-      call->cv.wait_for(lock, std::chrono::milliseconds(50), [&] {
-        return !call->tokens.empty() || call->finished.has_value();
-      });
+      call->cv.wait_for(lock, std::chrono::milliseconds(50),
+                        [&] { return !call->tokens.empty() || call->finished.has_value(); });
       batch.assign(call->tokens.begin(), call->tokens.end());
       call->tokens.clear();
       if (call->started && counted_waiting) {
@@ -280,12 +279,11 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
         running_.Add(1);
         counted_waiting = false;
       }
-      if (!call->started && !call->finished &&
-          std::chrono::steady_clock::now() > deadline) {
-        call->finished = {Finish::kError,
-                          DeadlineExceeded("no KV bundle and first token within " +
-                                           std::to_string(options_.transfer_timeout.count()) +
-                                           " ms")};
+      if (!call->started && !call->finished && std::chrono::steady_clock::now() > deadline) {
+        call->finished = {
+            Finish::kError,
+            DeadlineExceeded("no KV bundle and first token within " +
+                             std::to_string(options_.transfer_timeout.count()) + " ms")};
       }
       fin = call->finished;
     }
@@ -328,8 +326,10 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   engine::SequenceId seq = call->seq;
   Status released = loop_.Call([seq](engine::Engine& e) { return e.Release(seq); });
   if (!released.ok()) spdlog::error("releasing sequence {}: {}", seq, released.ToString());
-  if (counted_waiting) waiting_.Add(-1);
-  else running_.Add(-1);
+  if (counted_waiting)
+    waiting_.Add(-1);
+  else
+    running_.Add(-1);
 
   std::string status_label = final_reason == Finish::kError       ? "error"
                              : final_reason == Finish::kCancelled ? "cancelled"
@@ -361,8 +361,8 @@ grpc::Status DecodeService::StartDecode(grpc::ServerContext*, const v1::StartDec
     if (it != by_ticket_.end()) call = it->second;
   }
   if (!call) {
-    return serving::ToGrpc(NotFound("no decode request waits on ticket " +
-                                    std::to_string(req->ticket_id())));
+    return serving::ToGrpc(
+        NotFound("no decode request waits on ticket " + std::to_string(req->ticket_id())));
   }
   int32_t tok = req->first_token_id();
   if (tok < 0 || tok >= loop_.config().vocab_size) {

@@ -7,6 +7,11 @@
 //     bundle (installed only on commit) and for StartDecode(first token) from the router,
 // joins the continuous batch and streams tokens until a stop token, max_tokens, cancellation or
 // an error. The stream always ends with a Finished event (reason + usage) or an RPC error.
+// Token accounting: on the ticket path the first token comes from the prefill worker (via the
+// router's StartDecode) and the stream carries the tokens after it; with local_prefill the stream
+// carries every token. With resume_token_ids the stream carries only new tokens and
+// sampling.max_tokens counts the tokens still to generate; usage.completion_tokens counts the
+// tokens this call generated (including a first token sampled by the prefill worker).
 // Cancelling the RPC cancels the transfer ticket and the decode job; every path releases the
 // sequence and the reservation.
 #pragma once
@@ -35,8 +40,8 @@ struct DecodeOptions {
 class DecodeService final : public v1::DecodeService::Service {
  public:
   // `cache` (may be null) is the worker's hybrid prefix cache, used by local prefill.
-  DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity,
-                serving::PrefixCache* cache, DecodeOptions options, metrics::Registry& registry);
+  DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity, serving::PrefixCache* cache,
+                DecodeOptions options, metrics::Registry& registry);
   ~DecodeService() override;
 
   // The receiver whose tickets this service issues; set before serving. Its callbacks must be

@@ -98,10 +98,11 @@ Result<transport::Sender*> PrefillService::SenderFor(const std::string& backend,
       return InvalidArgument("transport endpoint '" + endpoint + "' is not host:port");
     }
     int port = std::atoi(endpoint.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) return InvalidArgument("bad port in endpoint '" + endpoint + "'");
-    PRFAAS_ASSIGN_OR_RETURN(sender, transport::ConnectTcp(endpoint.substr(0, colon),
-                                                          static_cast<uint16_t>(port),
-                                                          options_.tcp));
+    if (port <= 0 || port > 65535)
+      return InvalidArgument("bad port in endpoint '" + endpoint + "'");
+    PRFAAS_ASSIGN_OR_RETURN(
+        sender, transport::ConnectTcp(endpoint.substr(0, colon), static_cast<uint16_t>(port),
+                                      options_.tcp));
   } else if (backend == "inproc") {
     PRFAAS_ASSIGN_OR_RETURN(sender, transport::ConnectInproc(endpoint, options_.tcp.common));
   } else {
@@ -128,13 +129,15 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   if (ticket.endpoint().empty()) return serving::ToGrpc(InvalidArgument("ticket has no endpoint"));
   for (int32_t t : req->prompt_token_ids()) {
     if (t < 0 || t >= cfg.vocab_size) {
-      return serving::ToGrpc(InvalidArgument("token id " + std::to_string(t) +
-                                             " outside the vocabulary"));
+      return serving::ToGrpc(
+          InvalidArgument("token id " + std::to_string(t) + " outside the vocabulary"));
     }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!accepting_) return serving::ToGrpc(Unavailable("prefill service not accepting: " + not_accepting_reason_));
+    if (!accepting_)
+      return serving::ToGrpc(
+          Unavailable("prefill service not accepting: " + not_accepting_reason_));
     ++in_flight_;
   }
   struct InFlightGuard {
@@ -192,24 +195,27 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   tokens.erase(tokens.begin(), tokens.begin() + cached);
   auto sampling = ToSampling(req->sampling());
   serving::EngineLoop* loop = &loop_;
-  loop_.SubmitPrefill(seq, std::move(tokens),
-                      [promise, loop, seq, sampling, skip, n](Status st, std::vector<float> logits) {
-                        Out out;
-                        out.status = st;
-                        if (st.ok()) {
-                          out.first = kernels::cpu::SampleToken(logits, sampling, 0);
-                          // Runs on the loop thread already: export directly.
-                          loop->Post([promise, out, seq, skip, n](engine::Engine& e) mutable {
-                            auto exp = e.Export(seq, skip, n, /*include_state=*/true);
-                            if (!exp.ok()) out.status = exp.status();
-                            else out.exp = std::move(exp).value();
-                            promise->set_value(std::move(out));
-                          });
-                          return;
-                        }
-                        promise->set_value(std::move(out));
-                      },
-                      serving::CacheFiller(cache_, seq, hashes));
+  loop_.SubmitPrefill(
+      seq, std::move(tokens),
+      [promise, loop, seq, sampling, skip, n](Status st, std::vector<float> logits) {
+        Out out;
+        out.status = st;
+        if (st.ok()) {
+          out.first = kernels::cpu::SampleToken(logits, sampling, 0);
+          // Runs on the loop thread already: export directly.
+          loop->Post([promise, out, seq, skip, n](engine::Engine& e) mutable {
+            auto exp = e.Export(seq, skip, n, /*include_state=*/true);
+            if (!exp.ok())
+              out.status = exp.status();
+            else
+              out.exp = std::move(exp).value();
+            promise->set_value(std::move(out));
+          });
+          return;
+        }
+        promise->set_value(std::move(out));
+      },
+      serving::CacheFiller(cache_, seq, hashes));
   while (future.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
     if (ctx->IsCancelled()) {
       loop_.Cancel(seq);

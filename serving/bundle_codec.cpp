@@ -30,7 +30,7 @@ std::vector<transport::LayerDesc> LayerLayout(const engine::ModelConfig& config)
   for (auto kind : config.layer_types) {
     transport::LayerDesc d;
     d.kind = kind == engine::LayerKind::kFullAttention ? transport::LayerKind::kFullAttention
-                                                      : transport::LayerKind::kLinearAttention;
+                                                       : transport::LayerKind::kLinearAttention;
     d.kv_dtype = transport::DType::kF32;
     d.state_dtype = transport::DType::kF32;
     out.push_back(d);
@@ -92,12 +92,14 @@ Result<engine::SequenceExport> ToExport(const engine::ModelConfig& config,
     out.desc.kind = kind;
     bool full = config.layer_types[seg.info.layer] == engine::LayerKind::kFullAttention;
     if (kind == engine::SegmentKind::kAttnKv) {
-      if (!full) return InvalidArgument("attention KV for linear layer " + std::to_string(seg.info.layer));
+      if (!full)
+        return InvalidArgument("attention KV for linear layer " + std::to_string(seg.info.layer));
       out.desc.token_begin = begin;
       out.desc.token_end = end;
       out.desc.shape = {2, end - begin, config.num_kv_heads, config.head_dim};
     } else {
-      if (full) return InvalidArgument("GDN state for attention layer " + std::to_string(seg.info.layer));
+      if (full)
+        return InvalidArgument("GDN state for attention layer " + std::to_string(seg.info.layer));
       out.desc.token_begin = out.desc.token_end = end;
       if (kind == engine::SegmentKind::kConvState) {
         out.desc.shape = {config.linear_conv_kernel_dim - 1, config.conv_dim()};

@@ -43,7 +43,8 @@ class Capacity {
 
  private:
   bool FitsLocked(Need n) const {
-    return reserved_blocks_ + n.blocks <= total_blocks_ && reserved_slots_ + n.slots <= total_slots_;
+    return reserved_blocks_ + n.blocks <= total_blocks_ &&
+           reserved_slots_ + n.slots <= total_slots_;
   }
   const int64_t total_blocks_, total_slots_;
   mutable std::mutex mu_;

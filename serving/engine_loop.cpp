@@ -15,7 +15,9 @@ EngineLoop::EngineLoop(std::unique_ptr<engine::Engine> engine, LoopOptions optio
   thread_ = std::thread([this] { Run(); });
 }
 
-EngineLoop::~EngineLoop() { Stop(); }
+EngineLoop::~EngineLoop() {
+  Stop();
+}
 
 void EngineLoop::Stop() {
   {
@@ -155,8 +157,8 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
       int64_t left = static_cast<int64_t>(j.tokens.size() - j.done);
       int64_t to_boundary = chunk - (pos % chunk);
       if (options_.checkpoint_interval > 0) {
-        to_boundary = std::min(to_boundary, options_.checkpoint_interval -
-                                                (pos % options_.checkpoint_interval));
+        to_boundary = std::min(to_boundary,
+                               options_.checkpoint_interval - (pos % options_.checkpoint_interval));
       }
       int64_t take = std::min(left, to_boundary);
       if (!seqs.empty() && take > budget) break;  // never split a chunk to fit the budget

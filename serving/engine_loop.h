@@ -39,9 +39,9 @@ struct LoopOptions {
 };
 
 struct LoopStats {
-  int64_t prefill_queue = 0;   // prefill jobs waiting or in progress
+  int64_t prefill_queue = 0;  // prefill jobs waiting or in progress
   int64_t prefill_tokens_pending = 0;
-  int64_t decoding = 0;        // sequences in the decode batch
+  int64_t decoding = 0;  // sequences in the decode batch
   int64_t last_decode_batch = 0;
   int64_t steps = 0;
 };
@@ -80,7 +80,7 @@ class EngineLoop {
 
   struct DecodeJob {
     engine::SequenceId seq = 0;
-    int32_t next_input = 0;         // last sampled token, not yet in the sequence
+    int32_t next_input = 0;  // last sampled token, not yet in the sequence
     engine::SamplingParams sampling;
     uint64_t counter = 1;           // sampling step counter of the next token
     int64_t remaining = 0;          // tokens still to generate

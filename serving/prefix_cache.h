@@ -96,7 +96,7 @@ class PrefixCache {
 
   const PrefixCacheOptions options_;
   std::unordered_map<BlockHash, Block> blocks_;
-  std::list<BlockHash> block_lru_;  // front = most recent
+  std::list<BlockHash> block_lru_;                         // front = most recent
   std::unordered_map<BlockHash, Checkpoint> checkpoints_;  // keyed by the hash of the last block
   std::list<BlockHash> ckpt_lru_;
 

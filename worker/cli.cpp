@@ -29,7 +29,8 @@ void Bind(Cli& c) {
   s.Add("role", &w.role, "prefill | decode | both").OneOf({"prefill", "decode", "both"});
   s.Add("cluster", &w.cluster, "cluster this worker belongs to").NonEmpty();
   s.Add("cluster-kind", &w.cluster_kind, "prfaas | pd").OneOf({"prfaas", "pd"});
-  s.Add("model", &w.model, "model preset (tiny, small, ...) or directory with config.json").NonEmpty();
+  s.Add("model", &w.model, "model preset (tiny, small, ...) or directory with config.json")
+      .NonEmpty();
   s.Add("seed", &w.seed, "seed of synthetic weights (models without safetensors)");
   s.Add("worker-id", &w.worker_id, "worker id (default: <cluster>-<role>-<grpc port>)");
   s.Add("host", &w.host, "bind address of every listener");
@@ -43,25 +44,32 @@ void Bind(Cli& c) {
   s.Add("block-size", &w.block_size, "tokens per KV block").Range(1, 1e6);
   s.Add("prefill-chunk", &w.prefill_chunk, "tokens per prefill forward pass").Range(1, 1e7);
   s.Add("prefix-cache-blocks", &w.prefix_cache_blocks,
-        "KV blocks reserved for the prefix cache (0 disables it)").Range(0, 1e9);
+        "KV blocks reserved for the prefix cache (0 disables it)")
+      .Range(0, 1e9);
   s.Add("prefix-cache-checkpoints", &w.prefix_cache_checkpoints,
-        "state checkpoints the prefix cache may hold").Range(1, 1e6);
+        "state checkpoints the prefix cache may hold")
+      .Range(1, 1e6);
   s.Add("checkpoint-interval", &w.checkpoint_interval,
-        "tokens between state checkpoints (a multiple of --block-size)").Range(1, 1e7)
+        "tokens between state checkpoints (a multiple of --block-size)")
+      .Range(1, 1e7)
       .Check([&w] {
         return w.checkpoint_interval % w.block_size == 0
                    ? std::string()
                    : "is not a multiple of block-size " + std::to_string(w.block_size);
       });
   s.Add("prefill-tokens-per-step", &w.prefill_tokens_per_step,
-        "prefill tokens scheduled between two decode steps").Range(1, 1e7);
+        "prefill tokens scheduled between two decode steps")
+      .Range(1, 1e7);
   s.Add("max-decode-batch", &w.max_decode_batch, "sequences per decode step").Range(1, 1e5);
   s.Add("transport-connections", &w.transport_connections,
-        "parallel TCP connections per decode peer").Range(1, 64);
+        "parallel TCP connections per decode peer")
+      .Range(1, 64);
   s.Add("drain-deadline-seconds", &w.drain_deadline_seconds,
-        "how long drain / shutdown waits for in-flight requests").Range(0, 86400);
+        "how long drain / shutdown waits for in-flight requests")
+      .Range(0, 86400);
   s.Add("transfer-timeout-seconds", &w.transfer_timeout_seconds,
-        "decode: max wait for the KV bundle and first token").Range(0.1, 86400);
+        "decode: max wait for the KV bundle and first token")
+      .Range(0.1, 86400);
   s.Add("ready-file", &w.ready_file, "write the bound ports here as JSON once ready");
   s.Add("log-level", &c.log_level, "trace | debug | info | warn | error")
       .OneOf({"trace", "debug", "info", "warn", "error", "critical", "off"});

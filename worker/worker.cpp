@@ -1,8 +1,8 @@
 #include "worker/worker.h"
 
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <filesystem>
@@ -17,15 +17,19 @@
 #include "prfaas/v1/router.grpc.pb.h"
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
-#include "serving/prefix_cache.h"
 #include "serving/grpc_status.h"
+#include "serving/prefix_cache.h"
 
 namespace prfaas::worker {
 
 namespace {
 
-bool RoleAllowsPrefill(const std::string& r) { return r == "prefill" || r == "both"; }
-bool RoleAllowsDecode(const std::string& r) { return r == "decode" || r == "both"; }
+bool RoleAllowsPrefill(const std::string& r) {
+  return r == "prefill" || r == "both";
+}
+bool RoleAllowsDecode(const std::string& r) {
+  return r == "decode" || r == "both";
+}
 
 v1::WorkerRole RoleToProto(const std::string& r) {
   if (r == "prefill") return v1::WORKER_ROLE_PREFILL;
@@ -43,7 +47,7 @@ Result<std::string> RoleFromProto(v1::WorkerRole r) {
 }
 
 Result<std::shared_ptr<const engine::ModelWeights>> LoadModel(const WorkerConfig& cfg,
-                                                               const engine::ModelConfig& mc) {
+                                                              const engine::ModelConfig& mc) {
   namespace fs = std::filesystem;
   bool has_file = fs::is_directory(cfg.model) &&
                   (fs::exists(fs::path(cfg.model) / "model.safetensors") ||
@@ -73,10 +77,13 @@ class Worker::Impl : public v1::WorkerAdmin::Service {
   int64_t WaitIdle(double deadline_seconds) const;
 
   // WorkerAdmin.
-  grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest* req, v1::DrainReply* rep) override;
+  grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest* req,
+                     v1::DrainReply* rep) override;
   grpc::Status Undrain(grpc::ServerContext*, const v1::DrainRequest*, v1::DrainReply* rep) override;
-  grpc::Status SetRole(grpc::ServerContext*, const v1::SetRoleRequest* req, v1::SetRoleReply* rep) override;
-  grpc::Status Status(grpc::ServerContext*, const v1::WorkerStatusRequest*, v1::WorkerStatusReply* rep) override;
+  grpc::Status SetRole(grpc::ServerContext*, const v1::SetRoleRequest* req,
+                       v1::SetRoleReply* rep) override;
+  grpc::Status Status(grpc::ServerContext*, const v1::WorkerStatusRequest*,
+                      v1::WorkerStatusReply* rep) override;
 
   WorkerConfig cfg;
   metrics::Registry& registry = metrics::DefaultRegistry();
@@ -142,22 +149,22 @@ prfaas::Status Worker::Impl::Init() {
   capacity = std::make_unique<serving::Capacity>(cfg.kv_blocks, cfg.state_slots);
 
   decode::DecodeOptions dopt;
-  dopt.transfer_timeout = std::chrono::milliseconds(
-      static_cast<int64_t>(cfg.transfer_timeout_seconds * 1000));
+  dopt.transfer_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(cfg.transfer_timeout_seconds * 1000));
   decode = std::make_unique<decode::DecodeService>(*loop, *capacity, cache.get(), dopt, registry);
   prefill::PrefillOptions popt;
   popt.tcp.connections = cfg.transport_connections;
-  prefill = std::make_unique<prefill::PrefillService>(*loop, *capacity, cache.get(), popt,
-                                                      registry);
+  prefill =
+      std::make_unique<prefill::PrefillService>(*loop, *capacity, cache.get(), popt, registry);
 
   transport::TcpOptions topt;
   transport::ReceiverCallbacks cbs;
   decode::DecodeService* d = decode.get();
   cbs.on_commit = [d](transport::Bundle&& b) { d->OnBundle(std::move(b)); };
   cbs.on_abort = [d](uint64_t t, const prfaas::Status& why) { d->OnTransferAbort(t, why); };
-  PRFAAS_ASSIGN_OR_RETURN(receiver, transport::ListenTcp(cfg.host,
-                                                         static_cast<uint16_t>(cfg.transport_port),
-                                                         topt, std::move(cbs)));
+  PRFAAS_ASSIGN_OR_RETURN(
+      receiver, transport::ListenTcp(cfg.host, static_cast<uint16_t>(cfg.transport_port), topt,
+                                     std::move(cbs)));
   decode->SetReceiver(receiver.get());
 
   grpc::ServerBuilder builder;
@@ -176,15 +183,16 @@ prfaas::Status Worker::Impl::Init() {
   }
   ApplyRole();
 
-  registry.Gauge("prfaas_engine_info", "Always 1; the loaded model.",
-                 {"model", "fingerprint", "device", "dtype"})
+  registry
+      .Gauge("prfaas_engine_info", "Always 1; the loaded model.",
+             {"model", "fingerprint", "device", "dtype"})
       .WithLabels({model.name, std::to_string(fingerprint), "cpu", "f32"})
       .Set(1);
-  auto& kv_cap = registry.Gauge("prfaas_worker_kv_capacity_bytes", "Total bytes of a memory pool.",
-                                {"pool"});
-  auto& kv_used = registry.Gauge("prfaas_worker_kv_used_bytes",
-                                 "Bytes in use (including reserved and leased) in a pool.",
-                                 {"pool"});
+  auto& kv_cap =
+      registry.Gauge("prfaas_worker_kv_capacity_bytes", "Total bytes of a memory pool.", {"pool"});
+  auto& kv_used =
+      registry.Gauge("prfaas_worker_kv_used_bytes",
+                     "Bytes in use (including reserved and leased) in a pool.", {"pool"});
   const int64_t block_bytes = model.KvBytesPerToken(4) * cfg.block_size;
   const int64_t slot_bytes = model.StateBytesPerSequence(4, 4);
   kv_cap.WithLabels({"kv"}).Set(static_cast<double>(block_bytes * cfg.kv_blocks));
@@ -220,8 +228,8 @@ void Worker::Impl::ApplyRole() {
   bool p = !draining && RoleAllowsPrefill(role);
   decode->SetAccepting(d, draining ? "draining" : "worker role is " + role);
   prefill->SetAccepting(p, draining ? "draining" : "worker role is " + role);
-  auto& info = registry.Gauge("prfaas_worker_info", "Always 1; current role and model.",
-                              {"role", "model"});
+  auto& info =
+      registry.Gauge("prfaas_worker_info", "Always 1; current role and model.", {"role", "model"});
   for (const char* r : {"prefill", "decode", "both"}) info.Remove({r, model.name});
   info.WithLabels({role, model.name}).Set(1);
   registry.Gauge("prfaas_worker_draining", "1 while the worker drains (no new admissions).")
@@ -266,14 +274,16 @@ void Worker::Impl::PublishLoop() {
     v1::RegisterRequest reg;
     reg.set_worker_id(cfg.worker_id);
     reg.set_cluster(cfg.cluster);
-    reg.set_cluster_kind(cfg.cluster_kind == "prfaas" ? v1::CLUSTER_KIND_PRFAAS : v1::CLUSTER_KIND_PD);
+    reg.set_cluster_kind(cfg.cluster_kind == "prfaas" ? v1::CLUSTER_KIND_PRFAAS
+                                                      : v1::CLUSTER_KIND_PD);
     {
       std::lock_guard<std::mutex> lock(mu);
       reg.set_role(RoleToProto(role));
     }
     reg.set_grpc_endpoint(cfg.advertise_host + ":" + std::to_string(grpc_port));
     reg.set_transport_endpoint(receiver->address());
-    reg.set_model_fingerprint(std::to_string(loop->Call([](engine::Engine& e) { return e.ModelFingerprint(); })));
+    reg.set_model_fingerprint(
+        std::to_string(loop->Call([](engine::Engine& e) { return e.ModelFingerprint(); })));
     reg.set_block_size(static_cast<int32_t>(cfg.block_size));
     reg.set_checkpoint_interval(static_cast<int32_t>(cfg.checkpoint_interval));
     v1::RegisterReply rep;
@@ -314,10 +324,18 @@ void Worker::Impl::PublishLoop() {
             ce.set_worker_id(cfg.worker_id);
             auto* c = ce.mutable_cache();
             switch (rec.kind) {
-              case serving::CacheEventRecord::kAttnStored: c->set_kind(v1::CacheEvent::KIND_ATTN_STORED); break;
-              case serving::CacheEventRecord::kAttnEvicted: c->set_kind(v1::CacheEvent::KIND_ATTN_EVICTED); break;
-              case serving::CacheEventRecord::kCheckpointStored: c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_STORED); break;
-              case serving::CacheEventRecord::kCheckpointEvicted: c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_EVICTED); break;
+              case serving::CacheEventRecord::kAttnStored:
+                c->set_kind(v1::CacheEvent::KIND_ATTN_STORED);
+                break;
+              case serving::CacheEventRecord::kAttnEvicted:
+                c->set_kind(v1::CacheEvent::KIND_ATTN_EVICTED);
+                break;
+              case serving::CacheEventRecord::kCheckpointStored:
+                c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_STORED);
+                break;
+              case serving::CacheEventRecord::kCheckpointEvicted:
+                c->set_kind(v1::CacheEvent::KIND_CHECKPOINT_EVICTED);
+                break;
             }
             for (auto h : rec.hashes) c->add_block_hashes(h);
             if (!stream->Write(ce)) {
@@ -345,7 +363,8 @@ void Worker::Impl::PublishLoop() {
 }
 
 int64_t Worker::Impl::WaitIdle(double deadline_seconds) const {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(deadline_seconds);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(deadline_seconds);
   while (InFlight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -360,12 +379,14 @@ grpc::Status Worker::Impl::Drain(grpc::ServerContext*, const v1::DrainRequest* r
   }
   ApplyRole();
   health.SetReady(false, "draining");
-  double deadline = req->deadline_seconds() > 0 ? req->deadline_seconds() : cfg.drain_deadline_seconds;
+  double deadline =
+      req->deadline_seconds() > 0 ? req->deadline_seconds() : cfg.drain_deadline_seconds;
   rep->set_remaining_requests(static_cast<int32_t>(WaitIdle(deadline)));
   return grpc::Status::OK;
 }
 
-grpc::Status Worker::Impl::Undrain(grpc::ServerContext*, const v1::DrainRequest*, v1::DrainReply* rep) {
+grpc::Status Worker::Impl::Undrain(grpc::ServerContext*, const v1::DrainRequest*,
+                                   v1::DrainReply* rep) {
   {
     std::lock_guard<std::mutex> lock(mu);
     draining = false;
@@ -408,7 +429,8 @@ grpc::Status Worker::Impl::Status(grpc::ServerContext*, const v1::WorkerStatusRe
                                   v1::WorkerStatusReply* rep) {
   rep->set_worker_id(cfg.worker_id);
   rep->set_cluster(cfg.cluster);
-  rep->set_cluster_kind(cfg.cluster_kind == "prfaas" ? v1::CLUSTER_KIND_PRFAAS : v1::CLUSTER_KIND_PD);
+  rep->set_cluster_kind(cfg.cluster_kind == "prfaas" ? v1::CLUSTER_KIND_PRFAAS
+                                                     : v1::CLUSTER_KIND_PD);
   {
     std::lock_guard<std::mutex> lock(mu);
     rep->set_role(RoleToProto(role));
@@ -427,7 +449,8 @@ void Worker::Impl::StopAll() {
   }
   cv.notify_all();
   if (publisher.joinable()) publisher.join();
-  if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (grpc_server)
+    grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (receiver) receiver->Shutdown();
   if (loop) loop->Stop();
   if (http_server) http_server->Stop();
@@ -440,7 +463,9 @@ Result<std::unique_ptr<Worker>> Worker::Start(const WorkerConfig& config) {
 }
 
 Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Worker::~Worker() { Shutdown(); }
+Worker::~Worker() {
+  Shutdown();
+}
 
 void Worker::Wait() {
   std::unique_lock<std::mutex> lock(impl_->mu);
@@ -461,8 +486,14 @@ void Worker::Shutdown() {
   impl_->StopAll();
 }
 
-int Worker::grpc_port() const { return impl_->grpc_port; }
-int Worker::http_port() const { return impl_->http_server->port(); }
-std::string Worker::transport_address() const { return impl_->receiver->address(); }
+int Worker::grpc_port() const {
+  return impl_->grpc_port;
+}
+int Worker::http_port() const {
+  return impl_->http_server->port();
+}
+std::string Worker::transport_address() const {
+  return impl_->receiver->address();
+}
 
 }  // namespace prfaas::worker

@@ -19,18 +19,18 @@
 namespace prfaas::worker {
 
 struct WorkerConfig {
-  std::string worker_id;           // default: cluster-role-grpcport
-  std::string role = "both";       // prefill | decode | both
+  std::string worker_id;      // default: cluster-role-grpcport
+  std::string role = "both";  // prefill | decode | both
   std::string cluster = "local";
   std::string cluster_kind = "pd";  // prfaas | pd
-  std::string model = "tiny";      // preset name or directory with config.json (+ safetensors)
-  int64_t seed = 1;                // synthetic weights when the model has no safetensors
-  std::string host = "127.0.0.1";  // bind address of every listener
-  std::string advertise_host;      // address others use to reach us (default: host)
+  std::string model = "tiny";       // preset name or directory with config.json (+ safetensors)
+  int64_t seed = 1;                 // synthetic weights when the model has no safetensors
+  std::string host = "127.0.0.1";   // bind address of every listener
+  std::string advertise_host;       // address others use to reach us (default: host)
   int grpc_port = 0;
   int http_port = 0;
   int transport_port = 0;
-  std::string router;              // router registry address host:port ("" = static list)
+  std::string router;  // router registry address host:port ("" = static list)
   int64_t kv_blocks = 512;
   int64_t state_slots = 64;
   int64_t block_size = 64;
@@ -43,7 +43,7 @@ struct WorkerConfig {
   int transport_connections = 4;
   double drain_deadline_seconds = 30;
   double transfer_timeout_seconds = 60;
-  std::string ready_file;          // once ready, the bound ports are written here as JSON
+  std::string ready_file;  // once ready, the bound ports are written here as JSON
 };
 
 class Worker {

@@ -5,7 +5,11 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/up/up.h"
+#include "bench/loadgen/cli.h"
 #include "engine/cli.h"
+#include "router/cli.h"
+#include "router/planner/cli.h"
+#include "sim/cli.h"
 #include "worker/cli.h"
 
 int main(int argc, char** argv) {
@@ -15,6 +19,10 @@ int main(int argc, char** argv) {
   prfaas::engine::RegisterModelCommands(app);
   prfaas::worker::RegisterWorkerCommand(app);
   prfaas::up::RegisterUpCommand(app);
+  prfaas::router::RegisterRouterCommand(app);
+  prfaas::router::RegisterPlanCommand(app);
+  prfaas::sim::RegisterSimCommand(app);
+  prfaas::bench::RegisterBenchCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

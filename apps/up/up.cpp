@@ -95,17 +95,25 @@ class Launcher {
 };
 
 Status Launcher::StartRouter() {
-  std::vector<std::string> args = {
-      "router",
-      "--http.address", topo_.host,
-      "--http.port", std::to_string(topo_.port),
-      "--grpc.address", topo_.host,
-      "--admin.port", std::to_string(topo_.admin_port),
-      "--registry.port", std::to_string(topo_.registry_port),
-      "--tokenizer", topo_.tokenizer,
-      "--model", fs::path(topo_.model).filename().string(),
-      "--policy", topo_.policy,
-      "--threshold.base", std::to_string(topo_.threshold_tokens)};
+  std::vector<std::string> args = {"router",
+                                   "--http.address",
+                                   topo_.host,
+                                   "--http.port",
+                                   std::to_string(topo_.port),
+                                   "--grpc.address",
+                                   topo_.host,
+                                   "--admin.port",
+                                   std::to_string(topo_.admin_port),
+                                   "--registry.port",
+                                   std::to_string(topo_.registry_port),
+                                   "--tokenizer",
+                                   topo_.tokenizer,
+                                   "--model",
+                                   fs::path(topo_.model).filename().string(),
+                                   "--policy",
+                                   topo_.policy,
+                                   "--threshold.base",
+                                   std::to_string(topo_.threshold_tokens)};
   for (const auto& l : topo_.links) {
     args.push_back("--links");
     args.push_back(l);
@@ -123,7 +131,9 @@ Status Launcher::StartRouter() {
                          children_.back().proc->log_path() + ") ends with:\n" +
                          children_.back().proc->LogTail(15));
     }
-    if (Clock::now() > deadline) return DeadlineExceeded("router did not answer on port " + std::to_string(topo_.port) + " within 30 s");
+    if (Clock::now() > deadline)
+      return DeadlineExceeded("router did not answer on port " + std::to_string(topo_.port) +
+                              " within 30 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return Status::Ok();
@@ -132,15 +142,13 @@ Status Launcher::StartRouter() {
 Status Launcher::StartWorker(const ClusterSpec& cl, const WorkerSpec& w, int index) {
   std::string name = cl.name + "-" + w.role + "-" + std::to_string(index);
   std::string ready = log_dir_ + "/" + name + ".ready.json";
-  std::vector<std::string> args = {"worker",
-                                   "--role", w.role,
-                                   "--cluster", cl.name,
-                                   "--cluster-kind", cl.kind,
-                                   "--model", topo_.model,
-                                   "--worker-id", name,
-                                   "--host", topo_.host,
-                                   "--router", topo_.host + ":" + std::to_string(topo_.registry_port),
-                                   "--ready-file", ready};
+  std::vector<std::string> args = {
+      "worker",       "--role",   w.role,
+      "--cluster",    cl.name,    "--cluster-kind",
+      cl.kind,        "--model",  topo_.model,
+      "--worker-id",  name,       "--host",
+      topo_.host,     "--router", topo_.host + ":" + std::to_string(topo_.registry_port),
+      "--ready-file", ready};
   args.insert(args.end(), w.extra_args.begin(), w.extra_args.end());
   Child c;
   c.name = name;
@@ -161,7 +169,8 @@ Status Launcher::StartWorker(const ClusterSpec& cl, const WorkerSpec& w, int ind
       return Unavailable("worker " + name + " " + c.proc->Describe() + "; its log (" +
                          c.proc->log_path() + ") ends with:\n" + c.proc->LogTail(15));
     }
-    if (Clock::now() > deadline) return DeadlineExceeded("worker " + name + " not ready within 120 s");
+    if (Clock::now() > deadline)
+      return DeadlineExceeded("worker " + name + " not ready within 120 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   children_.push_back(std::move(c));
@@ -265,7 +274,8 @@ Status CheckTopology(const Topology& t) {
       prefill |= w.role == "prefill" || w.role == "both";
     }
   }
-  if (!decode) return InvalidArgument("topology has no decode-capable worker (role decode or both)");
+  if (!decode)
+    return InvalidArgument("topology has no decode-capable worker (role decode or both)");
   if (!prefill) return InvalidArgument("topology has no prefill-capable worker");
   auto model = engine::ResolveModelConfig(t.model);
   if (!model.ok()) {
@@ -310,16 +320,26 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& sourc
       std::string key = kv.first.as<std::string>();
       const YAML::Node& v = kv.second;
       std::string at = Where(source, kv.first);
-      if (key == "model") t.model = v.as<std::string>();
-      else if (key == "tokenizer") t.tokenizer = v.as<std::string>();
-      else if (key == "host") t.host = v.as<std::string>();
-      else if (key == "port") t.port = v.as<int>();
-      else if (key == "admin_port") t.admin_port = v.as<int>();
-      else if (key == "registry_port") t.registry_port = v.as<int>();
-      else if (key == "policy") t.policy = v.as<std::string>();
-      else if (key == "threshold_tokens") t.threshold_tokens = v.as<int>();
-      else if (key == "router_args") t.router_args = v.as<std::vector<std::string>>();
-      else if (key == "links") t.links = v.as<std::vector<std::string>>();
+      if (key == "model")
+        t.model = v.as<std::string>();
+      else if (key == "tokenizer")
+        t.tokenizer = v.as<std::string>();
+      else if (key == "host")
+        t.host = v.as<std::string>();
+      else if (key == "port")
+        t.port = v.as<int>();
+      else if (key == "admin_port")
+        t.admin_port = v.as<int>();
+      else if (key == "registry_port")
+        t.registry_port = v.as<int>();
+      else if (key == "policy")
+        t.policy = v.as<std::string>();
+      else if (key == "threshold_tokens")
+        t.threshold_tokens = v.as<int>();
+      else if (key == "router_args")
+        t.router_args = v.as<std::vector<std::string>>();
+      else if (key == "links")
+        t.links = v.as<std::vector<std::string>>();
       else if (key == "clusters") {
         if (!v.IsSequence()) return InvalidArgument(at + ": 'clusters' must be a list");
         t.clusters.clear();
@@ -327,8 +347,10 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& sourc
           ClusterSpec cs;
           for (const auto& ckv : c) {
             std::string ck = ckv.first.as<std::string>();
-            if (ck == "name") cs.name = ckv.second.as<std::string>();
-            else if (ck == "kind") cs.kind = ckv.second.as<std::string>();
+            if (ck == "name")
+              cs.name = ckv.second.as<std::string>();
+            else if (ck == "kind")
+              cs.kind = ckv.second.as<std::string>();
             else if (ck == "workers") {
               for (const auto& w : ckv.second) {
                 WorkerSpec ws;
@@ -337,9 +359,13 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& sourc
                 } else {
                   for (const auto& wkv : w) {
                     std::string wk = wkv.first.as<std::string>();
-                    if (wk == "role") ws.role = wkv.second.as<std::string>();
-                    else if (wk == "args") ws.extra_args = wkv.second.as<std::vector<std::string>>();
-                    else return InvalidArgument(Where(source, wkv.first) + ": unknown worker key '" + wk + "' (role, args)");
+                    if (wk == "role")
+                      ws.role = wkv.second.as<std::string>();
+                    else if (wk == "args")
+                      ws.extra_args = wkv.second.as<std::vector<std::string>>();
+                    else
+                      return InvalidArgument(Where(source, wkv.first) + ": unknown worker key '" +
+                                             wk + "' (role, args)");
                   }
                 }
                 if (ws.role != "prefill" && ws.role != "decode" && ws.role != "both") {
@@ -353,7 +379,8 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& sourc
                                      "' (name, kind, workers)");
             }
           }
-          if (cs.name.empty()) return InvalidArgument(Where(source, c) + ": cluster without a name");
+          if (cs.name.empty())
+            return InvalidArgument(Where(source, c) + ": cluster without a name");
           if (cs.kind != "prfaas" && cs.kind != "pd") {
             return InvalidArgument(Where(source, c) + ": cluster '" + cs.name + "' kind '" +
                                    cs.kind + "' is not prfaas or pd");
@@ -378,7 +405,8 @@ void RegisterUpCommand(CLI::App& app) {
     int port = 0, threshold = -1;
   };
   auto a = std::make_shared<Args>();
-  auto* sub = app.add_subcommand("up", "Start a local PrfaaS + PD topology and serve the OpenAI API");
+  auto* sub =
+      app.add_subcommand("up", "Start a local PrfaaS + PD topology and serve the OpenAI API");
   sub->add_option("--config", a->config, "topology YAML (default: built in)");
   sub->add_option("--model", a->model, "model directory or preset (default models/kjv-tiny)");
   sub->add_option("--port", a->port, "router HTTP port (default 8000)");

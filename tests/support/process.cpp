@@ -81,6 +81,8 @@ std::string MakeTempDir(const std::string& prefix) {
   return d ? std::string(d) : std::string();
 }
 
-std::string PrfaasBinary() { return std::string(PRFAAS_BINARY_DIR) + "/apps/prfaas"; }
+std::string PrfaasBinary() {
+  return std::string(PRFAAS_BINARY_DIR) + "/apps/prfaas";
+}
 
 }  // namespace prfaas::testing

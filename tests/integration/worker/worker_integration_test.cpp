@@ -24,7 +24,9 @@ struct Worker {
   std::unique_ptr<v1::PrefillService::Stub> prefill;
   std::unique_ptr<v1::WorkerAdmin::Stub> admin;
   int http_port() const { return ready["http_port"]; }
-  std::string Metrics() const { return testing::HttpGet("127.0.0.1", http_port(), "/metrics").body; }
+  std::string Metrics() const {
+    return testing::HttpGet("127.0.0.1", http_port(), "/metrics").body;
+  }
 };
 
 class WorkerTest : public ::testing::Test {
@@ -35,11 +37,12 @@ class WorkerTest : public ::testing::Test {
     static int n = 0;
     std::string name = role + std::to_string(n++);
     std::string ready = dir_ + "/" + name + ".json";
-    std::vector<std::string> args = {"worker", "--role", role, "--model", "tiny",
-                                     "--ready-file", ready, "--log-level", "warn"};
+    std::vector<std::string> args = {"worker",       "--role", role,          "--model", "tiny",
+                                     "--ready-file", ready,    "--log-level", "warn"};
     args.insert(args.end(), extra.begin(), extra.end());
     Worker w;
-    w.proc = std::make_unique<ChildProcess>(testing::PrfaasBinary(), args, dir_ + "/" + name + ".log");
+    w.proc =
+        std::make_unique<ChildProcess>(testing::PrfaasBinary(), args, dir_ + "/" + name + ".log");
     auto j = testing::WaitForReadyFile(ready, std::chrono::seconds(60), w.proc.get());
     if (!j) {
       ADD_FAILURE() << "worker " << name << " did not become ready:\n" << w.proc->Log();
@@ -82,7 +85,8 @@ Outcome Colocated(Worker& w, const std::vector<int32_t>& prompt, int max_tokens)
   auto reader = w.decode->Decode(&ctx, MakeRequest(prompt, max_tokens, true));
   v1::DecodeEvent ev;
   while (reader->Read(&ev)) {
-    if (ev.has_tokens()) for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
+    if (ev.has_tokens())
+      for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
     if (ev.has_finished()) o.finished = ev.finished();
   }
   o.status = reader->Finish();
@@ -127,7 +131,8 @@ Outcome Disaggregated(Worker& p, Worker& d, const std::vector<int32_t>& prompt, 
   grpc::Status ss = d.decode->StartDecode(&sctx, sreq, &srep);
   EXPECT_TRUE(ss.ok()) << ss.error_message();
   while (reader->Read(&ev)) {
-    if (ev.has_tokens()) for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
+    if (ev.has_tokens())
+      for (int32_t t : ev.tokens().token_ids()) o.tokens.push_back(t);
     if (ev.has_finished()) o.finished = ev.finished();
   }
   o.status = reader->Finish();
@@ -202,10 +207,10 @@ TEST_F(WorkerTest, PrefixCacheHitRatesForASharedPrefixSequence) {
     ASSERT_TRUE(o.status.ok()) << o.status.error_message();
   }
   auto m = w.Metrics();
-  auto hit = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
-                                  "kind=\"checkpoint\"");
-  auto attn = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
-                                   "kind=\"attention\"");
+  auto hit =
+      testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total", "kind=\"checkpoint\"");
+  auto attn =
+      testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total", "kind=\"attention\"");
   auto lookups = testing::MetricValue(m, "prfaas_worker_prefix_cache_lookup_tokens_total");
   auto hits = testing::MetricValue(m, "prfaas_worker_prefix_cache_hits_total");
   auto misses = testing::MetricValue(m, "prfaas_worker_prefix_cache_misses_total");
@@ -215,7 +220,8 @@ TEST_F(WorkerTest, PrefixCacheHitRatesForASharedPrefixSequence) {
   EXPECT_EQ(*lookups, 4 * 650.0);
   EXPECT_EQ(*hits, 3.0);
   EXPECT_EQ(*misses, 1.0);
-  auto entries = testing::MetricValue(m, "prfaas_worker_prefix_cache_entries", "kind=\"checkpoint\"");
+  auto entries =
+      testing::MetricValue(m, "prfaas_worker_prefix_cache_entries", "kind=\"checkpoint\"");
   ASSERT_TRUE(entries.has_value());
   EXPECT_GE(*entries, 4.0);  // 128, 256, 384, 512 of the shared prefix (plus the tails)
 }
@@ -225,7 +231,8 @@ TEST_F(WorkerTest, AdmissionControlRejectsWhenFull) {
   ASSERT_TRUE(dec.proc);
   std::vector<int32_t> prompt(200, 7);
   Outcome o = Colocated(dec, prompt, 100);  // needs 5 blocks
-  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << o.status.error_message();
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << o.status.error_message();
   EXPECT_NE(o.status.error_message().find("blocks"), std::string::npos);
   Outcome ok = Colocated(dec, std::vector<int32_t>(100, 7), 20);  // 2 blocks fit
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
@@ -245,8 +252,8 @@ TEST_F(WorkerTest, PrefillQueuesWhenFullInsteadOfFailing) {
   EXPECT_TRUE(oa.status.ok()) << oa.status.error_message();
   EXPECT_TRUE(ob.status.ok()) << ob.status.error_message();
   auto m = pre.Metrics();
-  auto waited = testing::MetricValue(m, "prfaas_worker_queue_wait_seconds_count",
-                                     "service=\"prefill\"");
+  auto waited =
+      testing::MetricValue(m, "prfaas_worker_queue_wait_seconds_count", "service=\"prefill\"");
   ASSERT_TRUE(waited.has_value()) << m;
   EXPECT_EQ(*waited, 2.0);
 }

@@ -69,7 +69,8 @@ TEST(HttpServerTest, ServesMetricsAndHealth) {
 TEST(HttpServerTest, RoutingErrorsAndQuery) {
   Server server({.port = 0});
   server.Handle("POST", "/echo", [](const Request& r) {
-    return Response{200, "text/plain", r.method + " " + r.path + " q=" + r.query + " " + r.body, {}};
+    return Response{
+        200, "text/plain", r.method + " " + r.path + " q=" + r.query + " " + r.body, {}};
   });
   ASSERT_TRUE(server.Start().ok());
   Reply r = Fetch(server.port(), bhttp::verb::post, "/echo?x=1", "hello");

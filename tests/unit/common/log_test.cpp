@@ -34,7 +34,8 @@ TEST(LogTest, RequestScopesNest) {
 TEST(LogTest, TextLinesCarryComponentLevelAndRequestId) {
   std::ostringstream os;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(os);
-  ASSERT_TRUE(InitLogging({.level = "info", .json = false, .component = "router", .sink = sink}).ok());
+  ASSERT_TRUE(
+      InitLogging({.level = "info", .json = false, .component = "router", .sink = sink}).ok());
   spdlog::debug("hidden");
   spdlog::info("no request");
   {
@@ -52,7 +53,8 @@ TEST(LogTest, TextLinesCarryComponentLevelAndRequestId) {
 TEST(LogTest, JsonLinesParseEvenWithQuotesInMessages) {
   std::ostringstream os;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(os);
-  ASSERT_TRUE(InitLogging({.level = "debug", .json = true, .component = "worker", .sink = sink}).ok());
+  ASSERT_TRUE(
+      InitLogging({.level = "debug", .json = true, .component = "worker", .sink = sink}).ok());
   {
     RequestScope scope("r-7");
     spdlog::debug("prompt \"hi\\there\"\n\tnext\x01");

@@ -120,8 +120,8 @@ TEST(MetricsTest, PromtoolAcceptsRenderedRegistry) {
   r.Gauge("prfaas_router_threshold_tokens", "Current offload threshold t in tokens.")
       .Get()
       .Set(u(rng));
-  auto& ttft = r.Histogram("prfaas_router_ttft_seconds", "Time to first token.", {"path"},
-                           LatencyBuckets());
+  auto& ttft =
+      r.Histogram("prfaas_router_ttft_seconds", "Time to first token.", {"path"}, LatencyBuckets());
   for (int i = 0; i < 100; ++i) ttft.WithLabels({i % 2 ? "local" : "remote"}).Observe(u(rng));
   std::string path = ::testing::TempDir() + "/prfaas_metrics.prom";
   {

@@ -1,0 +1,478 @@
+// Integration tests of the TCP backend on 127.0.0.1: striped multi-connection transfers, mutual
+// TLS, every abort path (sender abort, receiver cancel, peer death, connection reset, idle
+// timeout, stalled receiver), backpressure, and protocol errors sent by a raw socket.
+#include <gtest/gtest.h>
+
+#include <boost/asio.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "common/metrics.h"
+#include "tests/unit/transport/test_util.h"
+#include "transport/transport.h"
+#include "transport/wire.h"
+
+namespace prfaas::transport {
+namespace {
+
+using testing::Collector;
+using testing::MakeHeader;
+using testing::RandomBytes;
+using testing::Rng;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+struct TcpPair {
+  metrics::Registry registry;
+  Collector got;
+  std::unique_ptr<Receiver> rx;
+  std::unique_ptr<Sender> tx;
+  uint16_t port = 0;
+
+  explicit TcpPair(TcpOptions o = {}, ReceiverCallbacks cb = {}, TcpOptions rxo_override = {},
+                   bool use_rx_override = false) {
+    o.common.registry = &registry;
+    TcpOptions rxo = use_rx_override ? rxo_override : o;
+    rxo.common.registry = &registry;
+    if (!cb.on_commit) cb = got.Callbacks();
+    auto r = ListenTcp("127.0.0.1", 0, rxo, cb);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return;
+    rx = std::move(r).value();
+    port = static_cast<uint16_t>(std::stoi(rx->address().substr(rx->address().rfind(':') + 1)));
+    auto s = ConnectTcp("127.0.0.1", port, o);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) tx = std::move(s).value();
+  }
+  Ticket Issue(uint64_t fp, uint64_t budget = 1ull << 30, std::chrono::milliseconds idle = 10s) {
+    TicketSpec spec;
+    spec.budget_bytes = budget;
+    spec.model_fingerprint = fp;
+    spec.skip_tokens = 16;
+    spec.idle_timeout = idle;
+    return rx->IssueTicket(spec);
+  }
+};
+
+// Sends `layers` layers of two segments each; returns what was sent.
+std::vector<std::vector<std::byte>> SendLayers(OutboundBundle& b, int layers, size_t seg_bytes,
+                                               Status* first_error) {
+  std::vector<std::vector<std::byte>> sent;
+  sent.reserve(layers * 2);
+  for (int l = 0; l < layers; ++l) {
+    for (int k = 0; k < 2; ++k) {
+      sent.push_back(RandomBytes(seg_bytes + Rng()() % 4096));
+      Status s = b.Append({static_cast<uint32_t>(l),
+                           k ? SegmentKind::kSsmState : SegmentKind::kAttnKv, 0, 4, k == 1},
+                          {sent.back().data(), sent.back().size()});
+      if (!s.ok()) {
+        *first_error = s;
+        return sent;
+      }
+    }
+  }
+  return sent;
+}
+
+void ExpectSame(const Bundle& b, const std::vector<std::vector<std::byte>>& sent) {
+  ASSERT_EQ(b.segments.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    ASSERT_EQ(b.segments[i].size, sent[i].size());
+    EXPECT_EQ(0, std::memcmp(b.segments[i].data.get(), sent[i].data(), sent[i].size())) << i;
+  }
+}
+
+TEST(TcpTransport, StripedBundleArrivesIntact) {
+  TcpOptions o;
+  o.connections = 4;
+  o.common.chunk_bytes = 256 << 10;
+  TcpPair p(o);
+  ASSERT_TRUE(p.tx);
+  const uint64_t fp = Rng()();
+  for (int round = 0; round < 2; ++round) {
+    Ticket t = p.Issue(fp);
+    auto b = p.tx->Begin(MakeHeader(t, fp, 6), t);
+    ASSERT_TRUE(b.ok()) << b.status();
+    Status err;
+    auto sent = SendLayers(**b, 6, 1 << 20, &err);
+    ASSERT_TRUE(err.ok()) << err;
+    ASSERT_TRUE((*b)->Commit().ok());
+    ASSERT_TRUE(p.got.WaitBundles(round + 1));
+    ExpectSame(p.got.bundles[round], sent);
+    EXPECT_EQ(p.got.bundles[round].header, MakeHeader(t, fp, 6));
+  }
+  std::this_thread::sleep_for(250ms);  // let the telemetry ticker sample
+  auto st = p.tx->Stats();
+  EXPECT_EQ(st.connections, 4u);
+  EXPECT_EQ(st.bundles_committed, 2u);
+  EXPECT_GT(st.goodput_bytes_per_s, 0.0);
+  EXPECT_GT(st.rtt_seconds, 0.0);
+  EXPECT_TRUE(st.healthy);
+  std::string text = p.registry.Render();
+  for (const char* name :
+       {"prfaas_transport_link_goodput_bytes_per_second", "prfaas_transport_link_rtt_seconds",
+        "prfaas_transport_link_retransmits_total", "prfaas_transport_received_bytes_total"})
+    EXPECT_NE(text.find(name), std::string::npos) << name;
+}
+
+// ---- TLS ---------------------------------------------------------------------------------------
+
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() / ("prfaas-tls-" + std::to_string(Rng()()));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+// Makes a CA and one leaf certificate signed by it, with the openssl CLI.
+bool MakeCa(const std::filesystem::path& dir, const std::string& ca,
+            const std::vector<std::string>& leaves) {
+  auto run = [&](const std::string& cmd) {
+    return std::system(("cd '" + dir.string() + "' && " + cmd + " >/dev/null 2>&1").c_str()) == 0;
+  };
+  const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  if (!run("openssl req -x509 " + key + " -keyout " + ca + ".key -out " + ca +
+           ".pem -days 1 -subj /CN=" + ca))
+    return false;
+  for (const auto& l : leaves) {
+    if (!run("openssl req " + key + " -keyout " + l + ".key -out " + l + ".csr -subj /CN=" + l) ||
+        !run("openssl x509 -req -in " + l + ".csr -CA " + ca + ".pem -CAkey " + ca +
+             ".key -CAcreateserial -out " + l + ".pem -days 1"))
+      return false;
+  }
+  return true;
+}
+
+TlsOptions Tls(const std::filesystem::path& dir, const std::string& leaf, const std::string& ca) {
+  return {(dir / (leaf + ".pem")).string(), (dir / (leaf + ".key")).string(),
+          (dir / (ca + ".pem")).string()};
+}
+
+TEST(TcpTransport, MutualTlsDeliversAndRejectsStrangers) {
+  TempDir dir;
+  ASSERT_TRUE(MakeCa(dir.path, "ca", {"server", "client"}));
+  ASSERT_TRUE(MakeCa(dir.path, "evil", {"mallory"}));
+  TcpOptions rxo, txo;
+  rxo.tls = Tls(dir.path, "server", "ca");
+  txo.tls = Tls(dir.path, "client", "ca");
+  txo.connections = 2;
+  TcpPair p(txo, {}, rxo, true);
+  ASSERT_TRUE(p.tx);
+  const uint64_t fp = Rng()();
+  Ticket t = p.Issue(fp);
+  auto b = p.tx->Begin(MakeHeader(t, fp, 2), t);
+  ASSERT_TRUE(b.ok());
+  Status err;
+  auto sent = SendLayers(**b, 2, 300000, &err);
+  ASSERT_TRUE(err.ok()) << err;
+  ASSERT_TRUE((*b)->Commit().ok());
+  ASSERT_TRUE(p.got.WaitBundles(1));
+  ExpectSame(p.got.bundles[0], sent);
+
+  // A client whose certificate comes from another CA never gets a bundle through.
+  TcpOptions bad;
+  bad.tls = Tls(dir.path, "mallory", "ca");
+  bad.connections = 1;
+  bad.common.idle_timeout = 2s;
+  bad.common.commit_timeout = 3s;
+  auto s = ConnectTcp("127.0.0.1", p.port, bad);
+  if (s.ok()) {
+    Ticket t2 = p.Issue(fp);
+    auto b2 = (*s)->Begin(MakeHeader(t2, fp, 1), t2);
+    Status st = b2.ok() ? (*b2)->Commit() : b2.status();
+    EXPECT_FALSE(st.ok());
+  }
+  // A plaintext client cannot talk to the TLS receiver either.
+  TcpOptions plain;
+  plain.connections = 1;
+  plain.common.commit_timeout = 3s;
+  auto s2 = ConnectTcp("127.0.0.1", p.port, plain);
+  if (s2.ok()) {
+    Ticket t3 = p.Issue(fp);
+    auto b3 = (*s2)->Begin(MakeHeader(t3, fp, 1), t3);
+    Status st = b3.ok() ? (*b3)->Commit() : b3.status();
+    EXPECT_FALSE(st.ok());
+  }
+  EXPECT_EQ(p.got.bundles.size(), 1u);
+}
+
+TEST(TcpTransport, BadTlsFilesAreReported) {
+  TcpOptions o;
+  o.tls = TlsOptions{"/nonexistent.pem", "/nonexistent.key", "/nonexistent-ca.pem"};
+  Collector c;
+  auto r = ListenTcp("127.0.0.1", 0, o, c.Callbacks());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+}
+
+// ---- abort paths -------------------------------------------------------------------------------
+
+TEST(TcpTransport, ReceiverCancelStopsSender) {
+  TcpOptions o;
+  o.connections = 2;
+  TcpPair p(o);
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(9);
+  auto b = p.tx->Begin(MakeHeader(t, 9, 200), t);
+  ASSERT_TRUE(b.ok());
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    p.rx->Cancel(t.id, "decode worker draining");
+  });
+  Status err;
+  auto sent = SendLayers(**b, 200, 1 << 20, &err);  // 400 MiB: far more than 50 ms worth
+  Status s = err.ok() ? (*b)->Commit() : err;
+  canceller.join();
+  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
+  EXPECT_NE(s.message().find("decode worker draining"), std::string::npos) << s;
+  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kCancelled);
+  EXPECT_TRUE(p.got.bundles.empty());
+  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
+  // The link survives a cancelled ticket.
+  Ticket t2 = p.Issue(9);
+  auto b2 = p.tx->Begin(MakeHeader(t2, 9, 1), t2);
+  ASSERT_TRUE(b2.ok());
+  auto sent2 = SendLayers(**b2, 1, 1000, &err);
+  EXPECT_TRUE((*b2)->Commit().ok());
+}
+
+TEST(TcpTransport, SenderAbortFreesReceiver) {
+  TcpPair p;
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(9);
+  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
+  ASSERT_TRUE(b.ok());
+  Status err;
+  auto sent = SendLayers(**b, 2, 1 << 20, &err);
+  (*b)->Abort("scheduler moved the request");
+  Status s = p.got.WaitAbort(t.id);
+  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
+  EXPECT_NE(s.message().find("scheduler moved the request"), std::string::npos);
+  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
+  EXPECT_TRUE(p.got.bundles.empty());
+}
+
+TEST(TcpTransport, SenderDeathAbortsOpenTickets) {
+  TcpPair p;
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(9);
+  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
+  ASSERT_TRUE(b.ok());
+  Status err;
+  auto sent = SendLayers(**b, 1, 1 << 20, &err);
+  p.tx->Close();  // the prefill worker dies mid-bundle
+  Status s = p.got.WaitAbort(t.id);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_EQ((*b)->Commit().code(), StatusCode::kCancelled);
+  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
+}
+
+TEST(TcpTransport, ReceiverDeathFailsSender) {
+  TcpPair p;
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(9);
+  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
+  ASSERT_TRUE(b.ok());
+  Status err;
+  auto sent = SendLayers(**b, 1, 1 << 20, &err);
+  p.rx->Shutdown();
+  Status s = err.ok() ? (*b)->Commit() : err;
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kUnavailable);
+  // The dead link refuses new bundles quickly.
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(p.tx->Stats().healthy);
+  EXPECT_FALSE(p.tx->Begin(MakeHeader(t, 9, 4), t).ok());
+}
+
+TEST(TcpTransport, IdleTicketTimesOutOnBothSides) {
+  TcpPair p;
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(9, 1 << 30, 300ms);
+  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
+  ASSERT_TRUE(b.ok());
+  Status err;
+  auto sent = SendLayers(**b, 1, 1000, &err);
+  // The sender stalls (no commit): the receiver gives up and tells the sender.
+  Status s = p.got.WaitAbort(t.id, 5s);
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
+  EXPECT_EQ((*b)->Commit().code(), StatusCode::kDeadlineExceeded);
+}
+
+TEST(TcpTransport, BackpressureBoundsQueuedBytes) {
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  Collector got;
+  ReceiverCallbacks cb = got.Callbacks();
+  // The first finished layer blocks the receiver's only I/O thread: it stops reading.
+  cb.on_layer_complete = [opened](uint64_t, uint32_t layer) {
+    if (layer == 0) opened.wait_for(10s);
+  };
+  TcpOptions o;
+  o.connections = 2;
+  o.common.max_queued_bytes = 2 << 20;
+  o.common.chunk_bytes = 256 << 10;
+  o.sndbuf_bytes = 256 << 10;
+  o.rcvbuf_bytes = 256 << 10;
+  TcpPair p(o, cb);
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(3);
+  auto b = p.tx->Begin(MakeHeader(t, 3, 16), t);
+  ASSERT_TRUE(b.ok());
+  std::atomic<bool> done{false};
+  uint64_t max_queued = 0;
+  std::thread watcher([&] {
+    while (!done) {
+      max_queued = std::max(max_queued, p.tx->Stats().queued_bytes);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(700ms);
+    gate.set_value();
+  });
+  auto start = std::chrono::steady_clock::now();
+  Status err;
+  auto sent = SendLayers(**b, 16, 1 << 20, &err);  // 32 MiB >> window + socket buffers
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(err.ok()) << err;
+  ASSERT_TRUE((*b)->Commit().ok());
+  done = true;
+  watcher.join();
+  releaser.join();
+  EXPECT_GE(elapsed, 500ms) << "Append never waited for the stalled receiver";
+  EXPECT_LE(max_queued, (2u << 20) + (256u << 10) + 100u);
+  ASSERT_TRUE(got.WaitBundles(1));
+  ExpectSame(got.bundles[0], sent);
+}
+
+TEST(TcpTransport, StalledReceiverTimesOutSender) {
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  Collector got;
+  ReceiverCallbacks cb = got.Callbacks();
+  cb.on_layer_complete = [opened](uint64_t, uint32_t) { opened.wait_for(10s); };
+  TcpOptions o;
+  o.connections = 1;
+  o.common.max_queued_bytes = 1 << 20;
+  o.common.idle_timeout = 300ms;
+  o.sndbuf_bytes = 128 << 10;
+  o.rcvbuf_bytes = 128 << 10;
+  TcpPair p(o, cb);
+  ASSERT_TRUE(p.tx);
+  Ticket t = p.Issue(3);
+  auto b = p.tx->Begin(MakeHeader(t, 3, 64), t);
+  ASSERT_TRUE(b.ok());
+  auto start = std::chrono::steady_clock::now();
+  Status err;
+  auto sent = SendLayers(**b, 64, 1 << 20, &err);
+  Status s = err.ok() ? (*b)->Commit() : err;
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 8s);
+  gate.set_value();
+  EXPECT_FALSE(p.tx->Stats().healthy);
+}
+
+// ---- raw-socket protocol errors ----------------------------------------------------------------
+
+struct RawClient {
+  asio::io_context io;
+  asio::ip::tcp::socket sock{io};
+  explicit RawClient(uint16_t port) { sock.connect({asio::ip::make_address("127.0.0.1"), port}); }
+  void Send(const std::vector<std::byte>& bytes) { asio::write(sock, asio::buffer(bytes)); }
+  // Reads one frame (header + body); returns false on EOF.
+  bool Read(wire::FrameHeader* h, std::vector<std::byte>* body) {
+    std::array<std::byte, wire::kFrameHeaderSize> hb{};
+    boost::system::error_code ec;
+    asio::read(sock, asio::buffer(hb), ec);
+    if (ec) return false;
+    auto d = wire::DecodeFrameHeader(hb);
+    if (!d.ok()) return false;
+    *h = *d;
+    body->resize(h->body_len);
+    asio::read(sock, asio::buffer(*body), ec);
+    return !ec;
+  }
+};
+
+TEST(TcpTransport, UnknownVersionIsRejectedAndConnectionClosed) {
+  TcpPair p;
+  ASSERT_TRUE(p.rx);
+  Ticket t = p.Issue(1);
+  RawClient c(p.port);
+  auto frame =
+      wire::ControlFrame(wire::FrameType::kOpen, t.id, wire::EncodeOpen(MakeHeader(t, 1, 1)));
+  frame[4] = std::byte{7};  // version 7
+  c.Send(frame);
+  wire::FrameHeader h;
+  std::vector<std::byte> body;
+  ASSERT_TRUE(c.Read(&h, &body));
+  EXPECT_EQ(h.type, wire::FrameType::kAbort);
+  auto a = wire::DecodeAbort(body);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->code, wire::AbortCode::kUnknownVersion);
+  EXPECT_FALSE(c.Read(&h, &body)) << "connection should be closed";
+  Status s = p.got.WaitAbort(t.id);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("version 7"), std::string::npos) << s;
+}
+
+TEST(TcpTransport, ConnectionResetMidSegmentAborts) {
+  TcpPair p;
+  ASSERT_TRUE(p.rx);
+  Ticket t = p.Issue(1);
+  {
+    RawClient c(p.port);
+    c.Send(wire::ControlFrame(wire::FrameType::kOpen, t.id, wire::EncodeOpen(MakeHeader(t, 1, 1))));
+    auto payload = RandomBytes(100000);
+    std::vector<std::byte> frame(wire::kFrameHeaderSize + wire::kDataDescSize);
+    wire::FrameHeader h;
+    h.type = wire::FrameType::kData;
+    h.ticket = t.id;
+    h.body_len = static_cast<uint32_t>(wire::kDataDescSize + payload.size());
+    wire::EncodeFrameHeader(h, frame.data());
+    wire::DataDesc d;
+    d.info = {0, SegmentKind::kAttnKv, 0, 1, true};
+    d.seg_length = payload.size();
+    wire::EncodeDataDesc(d, frame.data() + wire::kFrameHeaderSize);
+    frame.insert(frame.end(), payload.begin(), payload.begin() + 50000);  // half the payload
+    c.Send(frame);
+    std::this_thread::sleep_for(50ms);
+    c.sock.set_option(asio::socket_base::linger(true, 0));  // close with RST
+    c.sock.close();
+  }
+  Status s = p.got.WaitAbort(t.id);
+  EXPECT_TRUE(s.code() == StatusCode::kDataLoss || s.code() == StatusCode::kUnavailable) << s;
+  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
+}
+
+TEST(TcpTransport, GarbageBytesCloseTheConnection) {
+  TcpPair p;
+  ASSERT_TRUE(p.rx);
+  RawClient c(p.port);
+  c.Send(RandomBytes(64));
+  wire::FrameHeader h;
+  std::vector<std::byte> body;
+  EXPECT_FALSE(c.Read(&h, &body));
+}
+
+TEST(TcpTransport, ConnectToNothingFails) {
+  // Find a closed port: bind, note it, close.
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  uint16_t port = a.local_endpoint().port();
+  a.close();
+  TcpOptions o;
+  o.connect_timeout = 2s;
+  auto s = ConnectTcp("127.0.0.1", port, o);
+  EXPECT_EQ(s.status().code(), StatusCode::kUnavailable) << s.status();
+}
+
+}  // namespace
+}  // namespace prfaas::transport
