@@ -10,6 +10,7 @@
 #include "serving/bundle_codec.h"
 #include "serving/grpc_status.h"
 #include "serving/prefill_runner.h"
+#include "serving/service_common.h"
 
 namespace prfaas::decode {
 
@@ -45,15 +46,6 @@ v1::FinishReason ToProto(Finish f) {
   return v1::FINISH_REASON_ERROR;
 }
 
-engine::SamplingParams ToSampling(const v1::SamplingParams& p) {
-  engine::SamplingParams s;
-  s.temperature = p.temperature();
-  s.top_k = p.top_k();
-  s.top_p = p.top_p() > 0 ? p.top_p() : 1.0f;
-  s.seed = p.seed();
-  return s;
-}
-
 }  // namespace
 
 DecodeService::DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity,
@@ -63,16 +55,7 @@ DecodeService::DecodeService(serving::EngineLoop& loop, serving::Capacity& capac
       capacity_(capacity),
       cache_(cache),
       options_(std::move(options)),
-      requests_(registry.Counter("prfaas_worker_requests_total",
-                                 "Requests finished by the service.", {"service", "status"})),
-      running_(registry
-                   .Gauge("prfaas_worker_running_requests", "Sequences in the running batch.",
-                          {"service"})
-                   .WithLabels({"decode"})),
-      waiting_(registry
-                   .Gauge("prfaas_worker_waiting_requests",
-                          "Sequences admitted and waiting (the queue depth).", {"service"})
-                   .WithLabels({"decode"})),
+      metrics_(registry, "decode"),
       tokens_(registry.Counter("prfaas_worker_decode_tokens_total", "Tokens generated.").Get()) {}
 
 DecodeService::~DecodeService() = default;
@@ -105,7 +88,7 @@ void DecodeService::MaybeStart(const std::shared_ptr<Call>& call) {
     int64_t resumed = req.resume_token_ids_size();
     job.seq = call->seq;
     job.next_input = *call->first_token;
-    job.sampling = ToSampling(req.sampling());
+    job.sampling = serving::ToSampling(req.sampling());
     // max_tokens counts the tokens still to generate: after a resume, all of them are new;
     // otherwise the first token (sampled at prefill) is one of them.
     job.counter = static_cast<uint64_t>(std::max<int64_t>(resumed, 1));
@@ -187,7 +170,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   serving::Need need{(n + resumed + max_tokens + bs - 1) / bs, 1};
   Status admit = capacity_.TryReserve(need);
   if (!admit.ok()) {
-    requests_.WithLabels({"decode", "rejected"}).Inc();
+    metrics_.Requests("rejected").Inc();
     return serving::ToGrpc(admit);
   }
   serving::Reservation reservation(&capacity_, need);
@@ -204,7 +187,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
                                         static_cast<int64_t>(tokens.size()));
   if (!started.ok()) return serving::ToGrpc(started.status());
   call->seq = started->seq;
-  waiting_.Add(1);
+  metrics_.waiting.Add(1);
   bool counted_waiting = true;
 
   // Remote prefill: hand out a ticket for the whole prompt (no decode-side prefix reuse yet).
@@ -235,7 +218,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
     // Local prefill of the prompt (+ all but the last resumed token), after the cached prefix.
     tokens.erase(tokens.begin(), tokens.begin() + started->cached_tokens);
     std::weak_ptr<Call> weak = call;
-    auto sampling = ToSampling(req->sampling());
+    auto sampling = serving::ToSampling(req->sampling());
     loop_.SubmitPrefill(
         call->seq, std::move(tokens),
         [this, weak, sampling, resumed](Status st, std::vector<float> logits) {
@@ -275,8 +258,8 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
       batch.assign(call->tokens.begin(), call->tokens.end());
       call->tokens.clear();
       if (call->started && counted_waiting) {
-        waiting_.Add(-1);
-        running_.Add(1);
+        metrics_.waiting.Add(-1);
+        metrics_.running.Add(1);
         counted_waiting = false;
       }
       if (!call->started && !call->finished && std::chrono::steady_clock::now() > deadline) {
@@ -327,14 +310,14 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   Status released = loop_.Call([seq](engine::Engine& e) { return e.Release(seq); });
   if (!released.ok()) spdlog::error("releasing sequence {}: {}", seq, released.ToString());
   if (counted_waiting)
-    waiting_.Add(-1);
+    metrics_.waiting.Add(-1);
   else
-    running_.Add(-1);
+    metrics_.running.Add(-1);
 
   std::string status_label = final_reason == Finish::kError       ? "error"
                              : final_reason == Finish::kCancelled ? "cancelled"
                                                                   : "ok";
-  requests_.WithLabels({"decode", status_label}).Inc();
+  metrics_.Requests(status_label).Inc();
   if (client_gone) return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
   if (final_reason == Finish::kError) {
     spdlog::warn("decode failed: {}", final_status.ToString());

@@ -27,6 +27,7 @@
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
 #include "serving/prefix_cache.h"
+#include "serving/service_common.h"
 #include "transport/transport.h"
 
 namespace prfaas::decode {
@@ -76,9 +77,7 @@ class DecodeService final : public v1::DecodeService::Service {
   std::map<uint64_t, std::shared_ptr<Call>> by_ticket_;
   int64_t in_flight_ = 0;
 
-  metrics::Family<metrics::Counter>& requests_;
-  metrics::Gauge& running_;
-  metrics::Gauge& waiting_;
+  serving::ServiceMetrics metrics_;
   metrics::Counter& tokens_;
 };
 

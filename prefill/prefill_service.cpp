@@ -8,19 +8,11 @@
 #include "serving/bundle_codec.h"
 #include "serving/grpc_status.h"
 #include "serving/prefill_runner.h"
+#include "serving/service_common.h"
 
 namespace prfaas::prefill {
 
 namespace {
-
-engine::SamplingParams ToSampling(const v1::SamplingParams& p) {
-  engine::SamplingParams s;
-  s.temperature = p.temperature();
-  s.top_k = p.top_k();
-  s.top_p = p.top_p() > 0 ? p.top_p() : 1.0f;
-  s.seed = p.seed();
-  return s;
-}
 
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -35,16 +27,7 @@ PrefillService::PrefillService(serving::EngineLoop& loop, serving::Capacity& cap
       capacity_(capacity),
       cache_(cache),
       options_(std::move(options)),
-      requests_(registry.Counter("prfaas_worker_requests_total",
-                                 "Requests finished by the service.", {"service", "status"})),
-      running_(registry
-                   .Gauge("prfaas_worker_running_requests", "Sequences in the running batch.",
-                          {"service"})
-                   .WithLabels({"prefill"})),
-      waiting_(registry
-                   .Gauge("prfaas_worker_waiting_requests",
-                          "Sequences admitted and waiting (the queue depth).", {"service"})
-                   .WithLabels({"prefill"})),
+      metrics_(registry, "prefill"),
       prefill_tokens_(
           registry.Counter("prfaas_worker_prefill_tokens_total", "Prompt tokens computed.").Get()),
       prefill_seconds_(registry
@@ -151,22 +134,22 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   // FCFS admission on KV capacity.
   const int64_t bs = loop_.engine_options().kv_block_size;
   serving::Need need{(n + bs - 1) / bs, 1};
-  waiting_.Add(1);
+  metrics_.waiting.Add(1);
   Status admit = capacity_.ReserveWait(need, t0 + options_.queue_timeout,
                                        [ctx] { return ctx->IsCancelled(); });
-  waiting_.Add(-1);
+  metrics_.waiting.Add(-1);
   if (!admit.ok()) {
-    requests_.WithLabels({"prefill", "rejected"}).Inc();
+    metrics_.Requests("rejected").Inc();
     return serving::ToGrpc(admit);
   }
   serving::Reservation reservation(&capacity_, need);
   const auto t_admit = std::chrono::steady_clock::now();
   queue_seconds_.Observe(Seconds(t_admit - t0));
-  running_.Add(1);
+  metrics_.running.Add(1);
   struct RunningGuard {
     metrics::Gauge& g;
     ~RunningGuard() { g.Add(-1); }
-  } running_guard{running_};
+  } running_guard{metrics_.running};
 
   std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   auto hashes = std::make_shared<const std::vector<BlockHash>>(ChainedBlockHashes(tokens, bs));
@@ -193,7 +176,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   auto promise = std::make_shared<std::promise<Out>>();
   auto future = promise->get_future();
   tokens.erase(tokens.begin(), tokens.begin() + cached);
-  auto sampling = ToSampling(req->sampling());
+  auto sampling = serving::ToSampling(req->sampling());
   serving::EngineLoop* loop = &loop_;
   loop_.SubmitPrefill(
       seq, std::move(tokens),
@@ -224,7 +207,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   }
   Out out = future.get();
   if (!out.status.ok()) {
-    requests_.WithLabels({"prefill", "error"}).Inc();
+    metrics_.Requests("error").Inc();
     return serving::ToGrpc(out.status);
   }
   const auto t_computed = std::chrono::steady_clock::now();
@@ -235,7 +218,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   auto desc = serving::DescribeExport(cfg, out.exp, ticket.ticket_id(), req->request_id(), skip,
                                       static_cast<uint32_t>(bs));
   if (ticket.model_fingerprint() != 0 && ticket.model_fingerprint() != out.exp.model_fingerprint) {
-    requests_.WithLabels({"prefill", "error"}).Inc();
+    metrics_.Requests("error").Inc();
     return serving::ToGrpc(FailedPrecondition("decode worker runs a different model (fingerprint " +
                                               std::to_string(ticket.model_fingerprint()) +
                                               " vs ours " +
@@ -258,7 +241,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
     return bundle->Commit();
   }();
   if (!sent.ok()) {
-    requests_.WithLabels({"prefill", "error"}).Inc();
+    metrics_.Requests("error").Inc();
     spdlog::warn("KV transfer to {} failed: {}", ticket.endpoint(), sent.ToString());
     return serving::ToGrpc(sent.WithContext("KV transfer to " + ticket.endpoint()));
   }
@@ -269,7 +252,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
   reply->set_transferred_bytes(static_cast<int64_t>(bytes));
   reply->set_queue_seconds(Seconds(t_admit - t0));
   reply->set_compute_seconds(Seconds(t_computed - t_admit));
-  requests_.WithLabels({"prefill", "ok"}).Inc();
+  metrics_.Requests("ok").Inc();
   return grpc::Status::OK;
 }
 

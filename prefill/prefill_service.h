@@ -18,6 +18,7 @@
 #include "serving/capacity.h"
 #include "serving/engine_loop.h"
 #include "serving/prefix_cache.h"
+#include "serving/service_common.h"
 #include "transport/transport.h"
 
 namespace prfaas::prefill {
@@ -56,9 +57,7 @@ class PrefillService final : public v1::PrefillService::Service {
   int64_t in_flight_ = 0;
   std::map<std::string, std::unique_ptr<transport::Sender>> senders_;
 
-  metrics::Family<metrics::Counter>& requests_;
-  metrics::Gauge& running_;
-  metrics::Gauge& waiting_;
+  serving::ServiceMetrics metrics_;
   metrics::Counter& prefill_tokens_;
   metrics::Histogram& prefill_seconds_;
   metrics::Histogram& queue_seconds_;
