@@ -6,9 +6,9 @@ ServiceMetrics::ServiceMetrics(metrics::Registry& r, const std::string& name)
     : service(name),
       requests(r.Counter("prfaas_worker_requests_total", "Requests finished by the service.",
                          {"service", "status"})),
-      running(r.Gauge("prfaas_worker_running_requests", "Sequences in the running batch.",
-                      {"service"})
-                  .WithLabels({name})),
+      running(
+          r.Gauge("prfaas_worker_running_requests", "Sequences in the running batch.", {"service"})
+              .WithLabels({name})),
       waiting(r.Gauge("prfaas_worker_waiting_requests",
                       "Sequences admitted and waiting (the queue depth).", {"service"})
                   .WithLabels({name})) {}
