@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <span>
 
 namespace prfaas::serving {
@@ -12,6 +13,21 @@ EngineLoop::EngineLoop(std::unique_ptr<engine::Engine> engine, LoopOptions optio
       config_(engine_->config()),
       engine_options_(engine_->options()),
       options_(options) {
+  if (metrics::Registry* r = options_.registry) {
+    auto& batch = r->Histogram("prfaas_worker_batch_size", "Sequences per scheduled step.",
+                               {"service"}, metrics::ExponentialBuckets(1, 2, 10));
+    prefill_batch_ = &batch.WithLabels({"prefill"});
+    decode_batch_ = &batch.WithLabels({"decode"});
+    decode_step_ =
+        &r->Histogram("prfaas_worker_decode_step_seconds",
+                      "One decode step of the continuous batch.", {}, metrics::LatencyBuckets())
+             .Get();
+    auto& fwd =
+        r->Histogram("prfaas_engine_forward_seconds", "One forward pass of the layer stack.",
+                     {"phase"}, metrics::LatencyBuckets());
+    forward_prefill_ = &fwd.WithLabels({"prefill"});
+    forward_decode_ = &fwd.WithLabels({"decode"});
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -170,7 +186,13 @@ bool EngineLoop::StepPrefill(engine::Engine& e) {
   }
   if (seqs.empty()) return false;
   std::vector<float> logits;
+  const auto t0 = std::chrono::steady_clock::now();
   Status st = e.Prefill(seqs, pieces, &logits);
+  if (forward_prefill_) {
+    forward_prefill_->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    prefill_batch_->Observe(static_cast<double>(seqs.size()));
+  }
   const int64_t vocab = config_.vocab_size;
   std::vector<std::pair<PrefillDone, std::pair<Status, std::vector<float>>>> finished;
   std::vector<std::pair<PrefillProgress, engine::SequenceId>> progressed;
@@ -220,7 +242,14 @@ bool EngineLoop::StepDecode(engine::Engine& e) {
   }
   if (seqs.empty()) return false;
   std::vector<float> logits;
+  const auto t0 = std::chrono::steady_clock::now();
   Status st = e.Decode(seqs, inputs, &logits);
+  if (decode_step_) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    decode_step_->Observe(secs);
+    forward_decode_->Observe(secs);
+    decode_batch_->Observe(static_cast<double>(seqs.size()));
+  }
   const int64_t vocab = config_.vocab_size;
   std::vector<std::pair<DecodeJob, std::pair<Finish, Status>>> done;
   {

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/metrics.h"
 #include "common/status.h"
 #include "engine/engine.h"
 
@@ -36,6 +37,9 @@ struct LoopOptions {
   // Prefill calls also end at absolute multiples of this (0 = off) so state checkpoints of the
   // prefix cache can be taken there. Every worker of a deployment must use the same value.
   int64_t checkpoint_interval = 0;
+  // Where the loop's metrics go (prfaas_worker_batch_size, prfaas_worker_decode_step_seconds,
+  // prfaas_engine_forward_seconds); null = none.
+  metrics::Registry* registry = nullptr;
 };
 
 struct LoopStats {
@@ -121,6 +125,11 @@ class EngineLoop {
   std::map<engine::SequenceId, DecodeJob> decode_;  // ordered: deterministic batch order
   std::vector<engine::SequenceId> cancelled_;
   LoopStats stats_;
+  metrics::Histogram* prefill_batch_ = nullptr;
+  metrics::Histogram* decode_batch_ = nullptr;
+  metrics::Histogram* decode_step_ = nullptr;
+  metrics::Histogram* forward_prefill_ = nullptr;
+  metrics::Histogram* forward_decode_ = nullptr;
   std::thread thread_;
 };
 

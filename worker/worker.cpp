@@ -139,7 +139,7 @@ prfaas::Status Worker::Impl::Init() {
   uint64_t fingerprint = eng->ModelFingerprint();
   loop = std::make_unique<serving::EngineLoop>(
       std::move(eng), serving::LoopOptions{cfg.prefill_tokens_per_step, cfg.max_decode_batch,
-                                           cfg.checkpoint_interval});
+                                           cfg.checkpoint_interval, &registry});
   if (use_cache) {
     cache = std::make_unique<serving::PrefixCache>(
         serving::PrefixCacheOptions{cfg.block_size, cfg.checkpoint_interval,
@@ -195,12 +195,25 @@ prfaas::Status Worker::Impl::Init() {
                      "Bytes in use (including reserved and leased) in a pool.", {"pool"});
   const int64_t block_bytes = model.KvBytesPerToken(4) * cfg.block_size;
   const int64_t slot_bytes = model.StateBytesPerSequence(4, 4);
-  kv_cap.WithLabels({"kv"}).Set(static_cast<double>(block_bytes * cfg.kv_blocks));
+  auto& kv_reserved = registry.Gauge(
+      "prfaas_worker_kv_reserved_bytes",
+      "Bytes reserved for incoming transfers (decode) or leased to outgoing ones (prefill).",
+      {"pool"});
+  auto& queued = registry.Gauge("prfaas_worker_queued_tokens",
+                                "Uncached prompt tokens waiting (prefill).", {"service"});
+  kv_cap.WithLabels({"attention"}).Set(static_cast<double>(block_bytes * cfg.kv_blocks));
   kv_cap.WithLabels({"state"}).Set(static_cast<double>(slot_bytes * cfg.state_slots));
   serving::Capacity* cap = capacity.get();
-  registry.AddCollectHook([cap, &kv_used, block_bytes, slot_bytes] {
-    kv_used.WithLabels({"kv"}).Set(static_cast<double>(cap->reserved_blocks() * block_bytes));
-    kv_used.WithLabels({"state"}).Set(static_cast<double>(cap->reserved_slots() * slot_bytes));
+  serving::EngineLoop* lp = loop.get();
+  // Every byte in use is reserved up front (admission control), so used == reserved here.
+  registry.AddCollectHook([cap, lp, &kv_used, &kv_reserved, &queued, block_bytes, slot_bytes] {
+    double kv = static_cast<double>(cap->reserved_blocks() * block_bytes);
+    double st = static_cast<double>(cap->reserved_slots() * slot_bytes);
+    kv_used.WithLabels({"attention"}).Set(kv);
+    kv_used.WithLabels({"state"}).Set(st);
+    kv_reserved.WithLabels({"attention"}).Set(kv);
+    kv_reserved.WithLabels({"state"}).Set(st);
+    queued.WithLabels({"prefill"}).Set(static_cast<double>(lp->Stats().prefill_tokens_pending));
   });
 
   if (!cfg.router.empty()) publisher = std::thread([this] { PublishLoop(); });

@@ -186,7 +186,7 @@ TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
   EXPECT_GE(*ckpt, 5 * 1024.0) << pm;
   // Every reservation was returned.
   auto m = dec.Metrics();
-  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"attention\""), 0.0) << m;
   EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_running_requests", "service=\"decode\""), 0.0);
 }
 
@@ -289,7 +289,7 @@ TEST_F(WorkerTest, MissingBundleTimesOutAndFreesCapacity) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
   EXPECT_LT(waited, std::chrono::seconds(10));
   auto m = dec.Metrics();
-  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"attention\""), 0.0) << m;
 }
 
 TEST_F(WorkerTest, KilledPrefillWorkerFailsTheRequestWithoutLeaks) {
@@ -321,7 +321,7 @@ TEST_F(WorkerTest, KilledPrefillWorkerFailsTheRequestWithoutLeaks) {
   grpc::Status st = reader->Finish();
   EXPECT_FALSE(st.ok());
   auto m = dec.Metrics();
-  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"kv\""), 0.0) << m;
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"attention\""), 0.0) << m;
   EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"state\""), 0.0) << m;
 }
 
