@@ -15,12 +15,8 @@ class NaiveHeteroPolicy final : public Policy {
   Decision Route(const RequestInfo& req, const ClusterState& state, TimePoint) override {
     const RouteContext ctx = RouteContext::Build(req, state);
     const size_t n = state.workers.size();
-    const WorkerIndex decode = decode_.Next(n, [&](WorkerIndex w) {
-      const WorkerView& wv = state.workers[w];
-      return wv.CanDecode() && state.clusters[wv.cluster].kind == ClusterKind::kPd &&
-             (req.home_cluster == kNoCluster || wv.cluster == req.home_cluster) &&
-             HasDecodeCapacity(state, req, w);
-    });
+    const WorkerIndex decode =
+        decode_.Next(n, [&](WorkerIndex w) { return IsBaselineDecodeCandidate(state, req, w); });
     const ClusterIndex dc = decode == kNoWorker ? kNoCluster : state.workers[decode].cluster;
     const WorkerIndex remote = prefill_.Next(n, [&](WorkerIndex w) {
       const WorkerView& wv = state.workers[w];

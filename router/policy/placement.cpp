@@ -81,6 +81,14 @@ WorkerIndex ChooseCacheAffine(const RouteContext& ctx, ClusterIndex cluster,
   return best;
 }
 
+bool IsBaselineDecodeCandidate(const ClusterState& state, const RequestInfo& request,
+                               WorkerIndex w) {
+  const WorkerView& wv = state.workers[w];
+  return wv.CanDecode() && state.clusters[wv.cluster].kind == ClusterKind::kPd &&
+         (request.home_cluster == kNoCluster || wv.cluster == request.home_cluster) &&
+         HasDecodeCapacity(state, request, w);
+}
+
 bool HasDecodeCapacity(const ClusterState& state, const RequestInfo& request, WorkerIndex w) {
   const WorkerView& wv = state.workers[w];
   if (wv.max_batch > 0 && wv.running + wv.waiting >= wv.max_batch) return false;

@@ -44,6 +44,11 @@ WorkerIndex ChooseCacheAffine(const RouteContext& ctx, ClusterIndex cluster,
 // True when `w` can admit a new sequence of this request's size (batch cap, state slots, KV).
 bool HasDecodeCapacity(const ClusterState& state, const RequestInfo& request, WorkerIndex w);
 
+// True when `w` may decode this request under the baselines' rule: a decode-capable worker of a
+// PD cluster (the request's home cluster when it has one) with capacity for it.
+bool IsBaselineDecodeCandidate(const ClusterState& state, const RequestInfo& request,
+                               WorkerIndex w);
+
 // Decode choice: decode-capable workers with capacity in PD clusters (only `cluster` unless it is
 // kNoCluster); least batch load, then most free KV, then lower index. kNoWorker if none.
 WorkerIndex ChooseDecode(const ClusterState& state, const RequestInfo& request,

@@ -13,12 +13,8 @@ class RoundRobinPolicy final : public Policy {
   Decision Route(const RequestInfo& req, const ClusterState& state, TimePoint) override {
     const RouteContext ctx = RouteContext::Build(req, state);
     const size_t n = state.workers.size();
-    const WorkerIndex decode = decode_.Next(n, [&](WorkerIndex w) {
-      const WorkerView& wv = state.workers[w];
-      return wv.CanDecode() && state.clusters[wv.cluster].kind == ClusterKind::kPd &&
-             (req.home_cluster == kNoCluster || wv.cluster == req.home_cluster) &&
-             HasDecodeCapacity(state, req, w);
-    });
+    const WorkerIndex decode =
+        decode_.Next(n, [&](WorkerIndex w) { return IsBaselineDecodeCandidate(state, req, w); });
     const WorkerIndex prefill =
         prefill_.Next(n, [&](WorkerIndex w) { return state.workers[w].CanPrefill(); });
     return FinishBaseline(ctx, prefill, decode, Reason::kRoundRobin, "round-robin");
