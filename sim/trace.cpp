@@ -477,23 +477,28 @@ Result<DateTime> ParseDateTime(const std::string& s) {
 }
 }  // namespace
 
-Result<Trace> ParseAzure(const std::string& text, const std::string& name) {
-  Trace t;
-  t.source = "azure:" + name;
-  int ts_col = -1, in_col = -1, out_col = -1;
+// Walks a CSV file whose first line names the columns. Resolves `columns` to indices (-1 when
+// absent; the first `required` of them must be present), rejects rows whose field count differs
+// from the header's, and calls row(line, fields, indices) for each data row.
+template <typename Fn>
+Status ForEachCsvRow(const std::string& text, const std::string& name,
+                     const std::vector<std::string>& columns, size_t required, Fn row) {
+  std::vector<int> idx;
   size_t ncols = 0;
-  int64_t base = INT64_MIN;  // whole seconds of the first row
   PRFAAS_RETURN_IF_ERROR(ForEachLine(text, [&](int64_t ln, std::string_view line) -> Status {
     auto f = SplitCsv(line);
-    if (ts_col < 0) {
+    if (idx.empty()) {
+      idx.assign(columns.size(), -1);
       for (size_t i = 0; i < f.size(); ++i) {
-        if (f[i] == "TIMESTAMP") ts_col = static_cast<int>(i);
-        if (f[i] == "ContextTokens") in_col = static_cast<int>(i);
-        if (f[i] == "GeneratedTokens") out_col = static_cast<int>(i);
+        for (size_t c = 0; c < columns.size(); ++c) {
+          if (f[i] == columns[c]) idx[c] = static_cast<int>(i);
+        }
       }
-      if (ts_col < 0 || in_col < 0 || out_col < 0) {
-        return InvalidArgument(name + ":" + std::to_string(ln) +
-                               ": header must name TIMESTAMP, ContextTokens, GeneratedTokens");
+      for (size_t c = 0; c < required; ++c) {
+        if (idx[c] >= 0) continue;
+        std::string names;
+        for (size_t k = 0; k < required; ++k) names += (k ? ", " : "") + columns[k];
+        return InvalidArgument(name + ":" + std::to_string(ln) + ": header must name " + names);
       }
       ncols = f.size();
       return Status::Ok();
@@ -502,18 +507,30 @@ Result<Trace> ParseAzure(const std::string& text, const std::string& name) {
       return InvalidArgument(name + ":" + std::to_string(ln) + ": expected " +
                              std::to_string(ncols) + " fields, got " + std::to_string(f.size()));
     }
-    TraceRequest r;
-    auto ts = ParseDateTime(std::string(f[ts_col]));
-    if (!ts.ok()) return RowError(name, ln, "TIMESTAMP", ts.status().message());
-    if (base == INT64_MIN) base = ts->seconds;
-    r.arrival_s = static_cast<double>(ts->seconds - base) + ts->fraction;
-    PRFAAS_ASSIGN_OR_RETURN(r.input_tokens, CsvInt(f[in_col], name, ln, "ContextTokens"));
-    PRFAAS_ASSIGN_OR_RETURN(r.output_tokens, CsvInt(f[out_col], name, ln, "GeneratedTokens"));
-    PRFAAS_RETURN_IF_ERROR(CheckLengths(r, name, ln, "ContextTokens", "GeneratedTokens"));
-    t.requests.push_back(std::move(r));
-    return Status::Ok();
+    return row(ln, f, idx);
   }));
-  if (ts_col < 0) return InvalidArgument(name + ": empty file");
+  if (idx.empty()) return InvalidArgument(name + ": empty file");
+  return Status::Ok();
+}
+
+Result<Trace> ParseAzure(const std::string& text, const std::string& name) {
+  Trace t;
+  t.source = "azure:" + name;
+  int64_t base = INT64_MIN;  // whole seconds of the first row
+  PRFAAS_RETURN_IF_ERROR(ForEachCsvRow(
+      text, name, {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}, 3,
+      [&](int64_t ln, const std::vector<std::string_view>& f, const std::vector<int>& c) -> Status {
+        TraceRequest r;
+        auto ts = ParseDateTime(std::string(f[c[0]]));
+        if (!ts.ok()) return RowError(name, ln, "TIMESTAMP", ts.status().message());
+        if (base == INT64_MIN) base = ts->seconds;
+        r.arrival_s = static_cast<double>(ts->seconds - base) + ts->fraction;
+        PRFAAS_ASSIGN_OR_RETURN(r.input_tokens, CsvInt(f[c[1]], name, ln, "ContextTokens"));
+        PRFAAS_ASSIGN_OR_RETURN(r.output_tokens, CsvInt(f[c[2]], name, ln, "GeneratedTokens"));
+        PRFAAS_RETURN_IF_ERROR(CheckLengths(r, name, ln, "ContextTokens", "GeneratedTokens"));
+        t.requests.push_back(std::move(r));
+        return Status::Ok();
+      }));
   SortByArrival(t);
   Rebase(t);
   return t;
@@ -522,42 +539,22 @@ Result<Trace> ParseAzure(const std::string& text, const std::string& name) {
 Result<Trace> ParseBurstGpt(const std::string& text, const std::string& name, bool keep_failed) {
   Trace t;
   t.source = "burstgpt:" + name;
-  int ts_col = -1, in_col = -1, out_col = -1, sess_col = -1;
-  size_t ncols = 0;
-  PRFAAS_RETURN_IF_ERROR(ForEachLine(text, [&](int64_t ln, std::string_view line) -> Status {
-    auto f = SplitCsv(line);
-    if (ts_col < 0) {
-      for (size_t i = 0; i < f.size(); ++i) {
-        if (f[i] == "Timestamp") ts_col = static_cast<int>(i);
-        if (f[i] == "Request tokens") in_col = static_cast<int>(i);
-        if (f[i] == "Response tokens") out_col = static_cast<int>(i);
-        if (f[i] == "Session ID") sess_col = static_cast<int>(i);
-      }
-      if (ts_col < 0 || in_col < 0 || out_col < 0) {
-        return InvalidArgument(name + ":" + std::to_string(ln) +
-                               ": header must name Timestamp, Request tokens, Response tokens");
-      }
-      ncols = f.size();
-      return Status::Ok();
-    }
-    if (f.size() != ncols) {
-      return InvalidArgument(name + ":" + std::to_string(ln) + ": expected " +
-                             std::to_string(ncols) + " fields, got " + std::to_string(f.size()));
-    }
-    TraceRequest r;
-    PRFAAS_ASSIGN_OR_RETURN(r.arrival_s, CsvDouble(f[ts_col], name, ln, "Timestamp"));
-    PRFAAS_ASSIGN_OR_RETURN(r.input_tokens, CsvInt(f[in_col], name, ln, "Request tokens"));
-    PRFAAS_ASSIGN_OR_RETURN(r.output_tokens, CsvInt(f[out_col], name, ln, "Response tokens"));
-    if (r.output_tokens == 0 && !keep_failed) return Status::Ok();
-    PRFAAS_RETURN_IF_ERROR(CheckLengths(r, name, ln, "Request tokens", "Response tokens"));
-    if (sess_col >= 0 && !f[sess_col].empty()) {
-      auto sid = CsvInt(f[sess_col], name, ln, "Session ID");
-      if (sid.ok()) r.session_id = *sid;
-    }
-    t.requests.push_back(std::move(r));
-    return Status::Ok();
-  }));
-  if (ts_col < 0) return InvalidArgument(name + ": empty file");
+  PRFAAS_RETURN_IF_ERROR(ForEachCsvRow(
+      text, name, {"Timestamp", "Request tokens", "Response tokens", "Session ID"}, 3,
+      [&](int64_t ln, const std::vector<std::string_view>& f, const std::vector<int>& c) -> Status {
+        TraceRequest r;
+        PRFAAS_ASSIGN_OR_RETURN(r.arrival_s, CsvDouble(f[c[0]], name, ln, "Timestamp"));
+        PRFAAS_ASSIGN_OR_RETURN(r.input_tokens, CsvInt(f[c[1]], name, ln, "Request tokens"));
+        PRFAAS_ASSIGN_OR_RETURN(r.output_tokens, CsvInt(f[c[2]], name, ln, "Response tokens"));
+        if (r.output_tokens == 0 && !keep_failed) return Status::Ok();
+        PRFAAS_RETURN_IF_ERROR(CheckLengths(r, name, ln, "Request tokens", "Response tokens"));
+        if (c[3] >= 0 && !f[c[3]].empty()) {
+          auto sid = CsvInt(f[c[3]], name, ln, "Session ID");
+          if (sid.ok()) r.session_id = *sid;
+        }
+        t.requests.push_back(std::move(r));
+        return Status::Ok();
+      }));
   SortByArrival(t);
   Rebase(t);
   return t;
