@@ -6,6 +6,7 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <chrono>
 
 namespace prfaas::http {
 
@@ -190,6 +191,31 @@ void HealthState::SetReady(bool ready, std::string reason) {
   std::lock_guard<std::mutex> lock(mu_);
   reason_ = std::move(reason);
   ready_.store(ready);
+  if (metrics::Gauge* g = gauge_.load()) g->Set(ready ? 1 : 0);
+}
+
+void HealthState::ExportTo(metrics::Registry& registry) {
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics::Gauge& g =
+      registry.Gauge("prfaas_health_status", "1 when /health answers 200 (ready), else 0.").Get();
+  g.Set(ready_.load() ? 1 : 0);
+  gauge_.store(&g);
+}
+
+namespace {
+// Taken when the program is loaded, i.e. at process start.
+const double kProcessStart =
+    std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}  // namespace
+
+void RegisterProcessMetrics(metrics::Registry& registry, HealthState& health) {
+  registry.Gauge("prfaas_build_info", "Always 1; identifies the build.", {"version", "revision"})
+      .WithLabels({PRFAAS_VERSION, PRFAAS_REVISION})
+      .Set(1);
+  registry.Gauge("prfaas_process_start_time_seconds", "Process start time (Unix seconds).")
+      .Get()
+      .Set(kProcessStart);
+  health.ExportTo(registry);
 }
 
 std::string HealthState::reason() const {

@@ -76,11 +76,14 @@ class Server {
 class HealthState {
  public:
   void SetReady(bool ready, std::string reason = {});
+  // Mirrors readiness into `registry`'s prfaas_health_status gauge (1 ready, 0 not) from now on.
+  void ExportTo(metrics::Registry& registry);
   bool ready() const { return ready_.load(); }
   std::string reason() const;
 
  private:
   std::atomic<bool> ready_{false};
+  std::atomic<metrics::Gauge*> gauge_{nullptr};
   mutable std::mutex mu_;
   std::string reason_ = "starting";
 };
@@ -89,5 +92,10 @@ class HealthState {
 // 200 "ok" or 503 with the reason) and GET /health/live (liveness: always 200 while serving).
 void AddObservabilityRoutes(Server& server, const metrics::Registry& registry,
                             const HealthState& health);
+
+// The metrics every prfaas process exports (docs/metrics.md, "Every process"):
+// prfaas_build_info{version,revision} = 1, prfaas_process_start_time_seconds, and
+// prfaas_health_status (through health.ExportTo). Call once per process and registry.
+void RegisterProcessMetrics(metrics::Registry& registry, HealthState& health);
 
 }  // namespace prfaas::http

@@ -23,6 +23,8 @@ struct DecodeService::Call {
   v1::DecodeRequest req;
   engine::SequenceId seq = 0;
   uint64_t ticket = 0;
+  int64_t cached_tokens = 0;  // prefix reused from this worker's cache
+  int64_t prefilled = 0;      // tokens the bundle or the local prefill brings (prompt + resumed)
 
   std::mutex mu;
   std::condition_variable cv;
@@ -32,6 +34,9 @@ struct DecodeService::Call {
   std::deque<int32_t> tokens;          // generated, not yet written
   std::optional<std::pair<Finish, Status>> finished;
   int64_t generated = 0;  // tokens counted in usage (includes the first)
+  // The sequence's token ids: prefilled tokens, then every decode input (first token, generated
+  // tokens). The last entry may not be in the engine yet. Used to cache the blocks at release.
+  std::vector<int32_t> seq_tokens;
 };
 
 namespace {
@@ -88,6 +93,7 @@ void DecodeService::MaybeStart(const std::shared_ptr<Call>& call) {
     int64_t resumed = req.resume_token_ids_size();
     job.seq = call->seq;
     job.next_input = *call->first_token;
+    call->seq_tokens.push_back(job.next_input);
     job.sampling = serving::ToSampling(req.sampling());
     // max_tokens counts the tokens still to generate: after a resume, all of them are new;
     // otherwise the first token (sampled at prefill) is one of them.
@@ -109,6 +115,7 @@ void DecodeService::MaybeStart(const std::shared_ptr<Call>& call) {
     if (!c) return false;
     std::lock_guard<std::mutex> lock(c->mu);
     c->tokens.push_back(tok);
+    c->seq_tokens.push_back(tok);
     c->generated++;
     tokens_.Inc();
     c->cv.notify_all();
@@ -178,24 +185,29 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   auto call = std::make_shared<Call>();
   call->request_id = req->request_id();
   call->req = *req;
-  // Local prefill reuses the prefix cache; a remote bundle brings everything from token 0.
+  // Local prefill reuses a checkpointed prefix of the cache; a remote bundle completes the
+  // longest cached attention prefix (it brings the state, so no checkpoint is needed).
   std::vector<int32_t> tokens(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   for (int64_t i = 0; i + 1 < resumed; ++i) tokens.push_back(req->resume_token_ids(i));
   auto hashes = std::make_shared<const std::vector<BlockHash>>(
       ChainedBlockHashes(tokens, static_cast<int>(bs)));
-  auto started = serving::StartSequence(loop_, req->local_prefill() ? cache_ : nullptr, hashes,
-                                        static_cast<int64_t>(tokens.size()));
+  auto started = req->local_prefill() ? serving::StartSequence(loop_, cache_, hashes,
+                                                               static_cast<int64_t>(tokens.size()))
+                                      : serving::StartFromCachedBlocks(loop_, cache_, hashes, n);
   if (!started.ok()) return serving::ToGrpc(started.status());
   call->seq = started->seq;
+  call->cached_tokens = started->cached_tokens;
+  call->prefilled = static_cast<int64_t>(tokens.size());
+  call->seq_tokens = tokens;
   metrics_.waiting.Add(1);
   bool counted_waiting = true;
 
-  // Remote prefill: hand out a ticket for the whole prompt (no decode-side prefix reuse yet).
+  // Remote prefill: the ticket asks for KV [cached, n) and the state at n.
   if (!req->local_prefill()) {
     transport::TicketSpec spec;
-    spec.budget_bytes = serving::BundleBytes(cfg, 0, n) + 4096;
+    spec.budget_bytes = serving::BundleBytes(cfg, call->cached_tokens, n);
     spec.model_fingerprint = loop_.Call([](engine::Engine& e) { return e.ModelFingerprint(); });
-    spec.skip_tokens = 0;
+    spec.skip_tokens = static_cast<uint64_t>(call->cached_tokens);
     spec.idle_timeout = options_.transfer_timeout;
     transport::Ticket t = receiver_->IssueTicket(spec);
     call->ticket = t.id;
@@ -307,7 +319,22 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   }
   loop_.Cancel(call->seq);
   engine::SequenceId seq = call->seq;
-  Status released = loop_.Call([seq](engine::Engine& e) { return e.Release(seq); });
+  // Keep what this request computed or received: the prompt's blocks of complete prefill pieces
+  // (bit-identical to a cold prefill), and with cache_generated_blocks the rest too.
+  std::vector<int32_t> seq_tokens;
+  int64_t cacheable = 0;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->installed && cache_) {
+      seq_tokens = std::move(call->seq_tokens);
+      cacheable = options_.cache_generated_blocks ? static_cast<int64_t>(seq_tokens.size())
+                                                  : cache_->SettledLength(call->prefilled);
+    }
+  }
+  Status released = loop_.Call([this, seq, &seq_tokens, cacheable](engine::Engine& e) {
+    serving::CacheSequence(e, cache_, seq, seq_tokens, cacheable);
+    return e.Release(seq);
+  });
   if (!released.ok()) spdlog::error("releasing sequence {}: {}", seq, released.ToString());
   if (counted_waiting)
     metrics_.waiting.Add(-1);
@@ -327,6 +354,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* ctx, const v1::DecodeReq
   auto* f = done.mutable_finished();
   f->set_reason(ToProto(final_reason));
   f->mutable_usage()->set_prompt_tokens(n);
+  f->mutable_usage()->set_cached_prompt_tokens(call->cached_tokens);
   {
     std::lock_guard<std::mutex> lock(call->mu);
     f->mutable_usage()->set_completion_tokens(call->generated);

@@ -3,8 +3,10 @@
 // Decode(request) reserves KV blocks and a state slot for prompt + max_tokens (admission control:
 // RESOURCE_EXHAUSTED when the worker is full, never an over-commit), then either
 //   * prefills locally (request.local_prefill: the colocated path and decode-failure recovery), or
-//   * issues a transport ticket, streams it to the router as the first event, waits for the KV
-//     bundle (installed only on commit) and for StartDecode(first token) from the router,
+//   * starts the sequence from the longest cached attention prefix it holds, issues a transport
+//     ticket for the rest (ticket.cached_prefix_tokens = that prefix), streams it to the router as
+//     the first event, waits for the KV bundle (KV [prefix, n) + state, installed only on commit)
+//     and for StartDecode(first token) from the router,
 // joins the continuous batch and streams tokens until a stop token, max_tokens, cancellation or
 // an error. The stream always ends with a Finished event (reason + usage) or an RPC error.
 // Token accounting: on the ticket path the first token comes from the prefill worker (via the
@@ -13,7 +15,8 @@
 // sampling.max_tokens counts the tokens still to generate; usage.completion_tokens counts the
 // tokens this call generated (including a first token sampled by the prefill worker).
 // Cancelling the RPC cancels the transfer ticket and the decode job; every path releases the
-// sequence and the reservation.
+// sequence and the reservation. At release the sequence's cacheable blocks go into the prefix
+// cache, so a later request with the same prefix needs only the missing suffix on the wire.
 #pragma once
 
 #include <chrono>
@@ -36,11 +39,15 @@ struct DecodeOptions {
   std::chrono::milliseconds transfer_timeout{60000};  // ticket issued -> bundle + first token
   int64_t max_context_tokens = 1 << 20;
   std::string transport_backend = "tcp";
+  // Also cache blocks holding generated tokens at release. Off by default: decode computes KV
+  // with other kernels than prefill, so a later prompt that reuses them is not bit-identical to
+  // a cold prefill (DESIGN.md exactness invariant); on, multi-turn follow-ups reuse the answer.
+  bool cache_generated_blocks = false;
 };
 
 class DecodeService final : public v1::DecodeService::Service {
  public:
-  // `cache` (may be null) is the worker's hybrid prefix cache, used by local prefill.
+  // `cache` (may be null) is the worker's hybrid prefix cache (local prefill and incoming bundles).
   DecodeService(serving::EngineLoop& loop, serving::Capacity& capacity, serving::PrefixCache* cache,
                 DecodeOptions options, metrics::Registry& registry);
   ~DecodeService() override;

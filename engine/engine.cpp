@@ -6,6 +6,8 @@
 #include <cstring>
 #include <set>
 
+#include "engine/cuda/backend.h"
+
 namespace prfaas::engine {
 namespace cpu = kernels::cpu;
 
@@ -36,6 +38,8 @@ Engine::Engine(const ModelConfig& config, std::shared_ptr<const ModelWeights> we
     attn_index_.push_back(kind == LayerKind::kFullAttention ? a++ : g++);
 }
 
+Engine::~Engine() = default;
+
 Result<std::unique_ptr<Engine>> Engine::Create(const ModelConfig& config,
                                                std::shared_ptr<const ModelWeights> weights,
                                                const EngineOptions& options) {
@@ -48,7 +52,25 @@ Result<std::unique_ptr<Engine>> Engine::Create(const ModelConfig& config,
   if (options.kv_block_size <= 0 || options.num_kv_blocks <= 0 || options.num_state_slots <= 0 ||
       options.prefill_chunk <= 0 || options.gdn_chunk <= 0)
     return InvalidArgument("Engine: options must be positive");
-  return std::unique_ptr<Engine>(new Engine(config, std::move(weights), options));
+  if (options.dtype != "fp32" && !(options.dtype == "bf16" && options.device == "cuda"))
+    return InvalidArgument("Engine: dtype '" + options.dtype + "' on device '" + options.device +
+                           "' (cpu: fp32; cuda: fp32 or bf16)");
+  if (options.device == "cpu")
+    return std::unique_ptr<Engine>(new Engine(config, std::move(weights), options));
+  if (options.device != "cuda")
+    return InvalidArgument("Engine: unknown device '" + options.device + "' (cpu, cuda)");
+#ifdef PRFAAS_ENGINE_CUDA
+  PRFAAS_ASSIGN_OR_RETURN(
+      auto backend,
+      CreateCudaBackend(config, weights,
+                        {options.num_kv_blocks, options.kv_block_size, options.num_state_slots,
+                         options.dtype == "bf16", options.cuda_library_kernels}));
+  std::unique_ptr<Engine> engine(new Engine(config, std::move(weights), options));
+  engine->device_ = std::move(backend);
+  return engine;
+#else
+  return Unimplemented("Engine: this build has no CUDA backend (configure with -DPRFAAS_CUDA=ON)");
+#endif
 }
 
 uint64_t Engine::ModelFingerprint() const {
@@ -97,6 +119,7 @@ Result<const Engine::Sequence*> Engine::Find(SequenceId id) const {
 
 Result<SequenceId> Engine::AddSequence() {
   PRFAAS_ASSIGN_OR_RETURN(int32_t slot, states_.Allocate());
+  if (device_) device_->ZeroSlot(slot);
   const SequenceId id = next_id_++;
   seqs_[id].slot = slot;
   return id;
@@ -109,7 +132,16 @@ Result<SequenceId> Engine::AddSequenceFromPrefix(std::span<const int32_t> blocks
   if (snap->second != num_tokens)
     return InvalidArgument("snapshot was taken at length " + std::to_string(snap->second) +
                            ", not " + std::to_string(num_tokens));
+  PRFAAS_ASSIGN_OR_RETURN(SequenceId id, AddSequenceFromBlocks(blocks, num_tokens));
+  states_.CopySlot(state, seqs_[id].slot);
+  if (device_) device_->CopySlot(state, seqs_[id].slot);
+  return id;
+}
+
+Result<SequenceId> Engine::AddSequenceFromBlocks(std::span<const int32_t> blocks,
+                                                 int64_t num_tokens) {
   const int64_t bs = kv_.block_size();
+  if (num_tokens < 0) return InvalidArgument("negative prefix length");
   if (static_cast<int64_t>(blocks.size()) != (num_tokens + bs - 1) / bs)
     return InvalidArgument("prefix of " + std::to_string(num_tokens) + " tokens needs " +
                            std::to_string((num_tokens + bs - 1) / bs) + " blocks, got " +
@@ -118,7 +150,7 @@ Result<SequenceId> Engine::AddSequenceFromPrefix(std::span<const int32_t> blocks
     if (b < 0 || b >= kv_.num_blocks() || kv_.RefCount(b) == 0)
       return InvalidArgument("block " + std::to_string(b) + " is not live");
   PRFAAS_ASSIGN_OR_RETURN(int32_t slot, states_.Allocate());
-  states_.CopySlot(state, slot);
+  if (device_) device_->ZeroSlot(slot);
   for (int32_t b : blocks) kv_.Ref(b);
   const SequenceId id = next_id_++;
   Sequence& s = seqs_[id];
@@ -169,6 +201,7 @@ Status Engine::EnsureBlocks(Sequence* s, int64_t new_length) {
     if (kv_.RefCount(old) > 1) {
       PRFAAS_ASSIGN_OR_RETURN(int32_t fresh, kv_.Allocate());
       kv_.CopyBlock(old, fresh);
+      if (device_) device_->CopyBlock(old, fresh);
       kv_.Unref(old);
       s->blocks[idx] = fresh;
     }
@@ -244,6 +277,12 @@ void Engine::Project(bool decode, const float* x, int64_t m, int64_t k, const st
 }
 
 void Engine::Forward(std::vector<Span>& spans, const int32_t* tokens, bool decode, float* logits) {
+  if (device_) {
+    std::vector<DeviceSpan> ds;
+    for (const auto& sp : spans) ds.push_back({sp.pos0, sp.t, sp.seq->blocks, sp.seq->slot});
+    device_->Forward(ds, tokens, logits);
+    return;
+  }
   const ModelConfig& c = config_;
   const ModelWeights& w = *weights_;
   const int64_t h = c.hidden_size;
@@ -393,6 +432,7 @@ Result<SnapshotId> Engine::SnapshotState(SequenceId id) {
   PRFAAS_ASSIGN_OR_RETURN(Sequence * s, Find(id));
   PRFAAS_ASSIGN_OR_RETURN(int32_t slot, states_.Allocate());
   states_.CopySlot(s->slot, slot);
+  if (device_) device_->CopySlot(s->slot, slot);
   snapshots_[slot] = s->length;
   return slot;
 }
@@ -424,6 +464,12 @@ Result<SequenceExport> Engine::Export(SequenceId id, int64_t begin, int64_t end,
   const int64_t bs = kv_.block_size(), row = c.num_kv_heads * c.head_dim;
   auto& kv = const_cast<KvBlockPool&>(kv_);
   auto& st = const_cast<StateSlotPool&>(states_);
+  if (device_) {  // the host pools stage the device's bytes
+    const int64_t b0 = begin / bs, b1 = (end + bs - 1) / bs;
+    if (end > begin)
+      device_->DownloadBlocks({s->blocks.data() + b0, static_cast<size_t>(b1 - b0)}, &kv);
+    if (include_state) device_->DownloadSlot(s->slot, &st);
+  }
   SequenceExport ex;
   ex.model_fingerprint = ModelFingerprint();
   ex.num_tokens = end;
@@ -526,6 +572,14 @@ Status Engine::Import(SequenceId id, const SequenceExport& data) {
   if (end < s->length) return FailedPrecondition("Import: export is shorter than the sequence");
   PRFAAS_RETURN_IF_ERROR(EnsureBlocks(s, end));
   const int64_t bs = kv_.block_size();
+  // Device: stage the touched blocks on the host first (the first may hold earlier tokens).
+  std::span<const int32_t> touched;
+  if (device_ && end > s->length) {
+    const int64_t b0 = s->length / bs, b1 = (end + bs - 1) / bs;
+    touched = {s->blocks.data() + b0, static_cast<size_t>(b1 - b0)};
+    device_->DownloadBlocks(touched, &kv_);
+  }
+  bool state_written = false;
   for (size_t l = 0; l < c.layer_types.size(); ++l) {
     const int64_t idx = attn_index_[l];
     if (kv_seg[l]) {
@@ -541,7 +595,12 @@ Status Engine::Import(SequenceId id, const SequenceExport& data) {
     if (conv_seg[l]) {
       std::memcpy(states_.Conv(idx, s->slot), conv_seg[l]->bytes.data(), conv_seg[l]->bytes.size());
       std::memcpy(states_.Ssm(idx, s->slot), ssm_seg[l]->bytes.data(), ssm_seg[l]->bytes.size());
+      state_written = true;
     }
+  }
+  if (device_) {
+    device_->UploadBlocks(touched, &kv_);
+    if (state_written) device_->UploadSlot(s->slot, &states_);
   }
   s->length = end;
   return Status::Ok();

@@ -21,6 +21,9 @@
 //  * Export/Import move a sequence's attention KV for a token range and its GDN state as opaque
 //    per-layer byte segments; importing into another Engine with the same model continues
 //    bit-exactly.
+// With EngineOptions.device = "cuda" the same API runs on the GPU (engine/cuda/backend.h; the
+// bookkeeping stays here). The bit-exact guarantees above are the CPU's; the GPU agrees with them
+// within the tolerances in docs/engine.md "CUDA backend".
 // Not thread-safe: one caller thread at a time (kernels use OpenMP internally).
 #pragma once
 
@@ -39,6 +42,8 @@
 
 namespace prfaas::engine {
 
+class DeviceBackend;  // engine/cuda/backend.h
+
 using SequenceId = int64_t;
 using SnapshotId = int32_t;
 using kernels::cpu::SamplingParams;
@@ -49,6 +54,12 @@ struct EngineOptions {
   int64_t num_state_slots = 32;  // running sequences + live snapshots
   int64_t prefill_chunk = 512;   // tokens per prefill forward pass (multiple of gdn_chunk is best)
   int64_t gdn_chunk = 64;        // WY/UT chunk of the GDN prefill kernel
+  // Where the model runs: "cpu" (fp32, bit-exact guarantees above) or "cuda" (builds with
+  // PRFAAS_CUDA; weights, KV and state on the GPU, see docs/engine.md "CUDA backend").
+  std::string device = "cpu";
+  std::string dtype = "fp32";  // "fp32" | "bf16" (cuda only)
+  // cuda + bf16: use the library attention / conv1d / GDN kernels (kernels/cuda) where they apply.
+  bool cuda_library_kernels = false;
 };
 
 // Transfer format. The transport carries Segment bytes opaquely; SegmentDesc says what they are.
@@ -95,6 +106,8 @@ class Engine {
                                                 std::shared_ptr<const ModelWeights> weights,
                                                 const EngineOptions& options);
 
+  ~Engine();
+
   const ModelConfig& config() const { return config_; }
   const EngineOptions& options() const { return options_; }
   EngineStats Stats() const;
@@ -107,6 +120,10 @@ class Engine {
   // live block ids, refcounted, copied on write) and a state snapshot taken at num_tokens.
   Result<SequenceId> AddSequenceFromPrefix(std::span<const int32_t> blocks, int64_t num_tokens,
                                            SnapshotId state);
+  // Same, without a snapshot: the sequence gets a fresh (zero) state slot, so it is only meant
+  // to be completed by Import(), which brings the KV after num_tokens and the state at the end.
+  // The decode side uses it to join a cached attention prefix with a transferred suffix + state.
+  Result<SequenceId> AddSequenceFromBlocks(std::span<const int32_t> blocks, int64_t num_tokens);
   Status Release(SequenceId seq);
   Result<int64_t> Length(SequenceId seq) const;
   Result<std::vector<int32_t>> BlockTable(SequenceId seq) const;
@@ -173,6 +190,8 @@ class Engine {
   std::map<SequenceId, Sequence> seqs_;
   std::map<SnapshotId, int64_t> snapshots_;  // slot -> length
   SequenceId next_id_ = 1;
+  // Set for options.device != "cpu": runs Forward and owns the device copies of the pools.
+  std::unique_ptr<DeviceBackend> device_;
 };
 
 }  // namespace prfaas::engine

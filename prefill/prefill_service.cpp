@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <future>
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
 
 #include "common/log.h"
 #include "serving/bundle_codec.h"
@@ -39,7 +41,20 @@ PrefillService::PrefillService(serving::EngineLoop& loop, serving::Capacity& cap
                          .Histogram("prfaas_worker_queue_wait_seconds",
                                     "Admission to first scheduled step.", {"service"},
                                     metrics::LatencyBuckets())
-                         .WithLabels({"prefill"})) {}
+                         .WithLabels({"prefill"})),
+      segments_overlapped_(registry
+                               .Counter("prfaas_worker_kv_export_segments_total",
+                                        "KV bundle segments handed to the transport while the "
+                                        "prompt was still computing, and after it finished.",
+                                        {"phase"})
+                               .WithLabels({"during_prefill"})),
+      segments_final_(registry
+                          .Counter("prfaas_worker_kv_export_segments_total",
+                                   "KV bundle segments handed to the transport while the "
+                                   "prompt was still computing, and after it finished.",
+                                   {"phase"})
+                          .WithLabels({"after_prefill"})),
+      fingerprint_(loop.Call([](engine::Engine& e) { return e.ModelFingerprint(); })) {}
 
 PrefillService::~PrefillService() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -66,33 +81,21 @@ std::vector<transport::LinkStats> PrefillService::Links() const {
 
 Result<transport::Sender*> PrefillService::SenderFor(const std::string& backend,
                                                      const std::string& endpoint) {
+  std::string address = endpoint;
+  if (endpoint.find("://") == std::string::npos && !backend.empty() && backend != "tcp") {
+    address = backend + "://" + endpoint;
+  }
   std::lock_guard<std::mutex> lock(mu_);
-  std::string key = backend + "://" + endpoint;
-  auto it = senders_.find(key);
+  auto it = senders_.find(address);
   if (it != senders_.end() && it->second->Stats().healthy) return it->second.get();
   if (it != senders_.end()) {
     it->second->Close();
     senders_.erase(it);
   }
-  std::unique_ptr<transport::Sender> sender;
-  if (backend == "tcp" || backend.empty()) {
-    auto colon = endpoint.rfind(':');
-    if (colon == std::string::npos) {
-      return InvalidArgument("transport endpoint '" + endpoint + "' is not host:port");
-    }
-    int port = std::atoi(endpoint.c_str() + colon + 1);
-    if (port <= 0 || port > 65535)
-      return InvalidArgument("bad port in endpoint '" + endpoint + "'");
-    PRFAAS_ASSIGN_OR_RETURN(
-        sender, transport::ConnectTcp(endpoint.substr(0, colon), static_cast<uint16_t>(port),
-                                      options_.tcp));
-  } else if (backend == "inproc") {
-    PRFAAS_ASSIGN_OR_RETURN(sender, transport::ConnectInproc(endpoint, options_.tcp.common));
-  } else {
-    return Unimplemented("transport backend '" + backend + "' is not available in this worker");
-  }
+  PRFAAS_ASSIGN_OR_RETURN(std::unique_ptr<transport::Sender> sender,
+                          transport::Connect(address, options_.transport));
   auto* raw = sender.get();
-  senders_[key] = std::move(sender);
+  senders_[address] = std::move(sender);
   return raw;
 }
 
@@ -167,87 +170,140 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* ctx, const v1::Prefill
     }
   } seq_guard{loop_, seq};
 
-  // Prefill on the loop; the completion samples the first token and exports on the loop thread.
-  struct Out {
+  if (ticket.model_fingerprint() != 0 && ticket.model_fingerprint() != fingerprint_) {
+    metrics_.Requests("error").Inc();
+    return serving::ToGrpc(FailedPrecondition("decode worker runs a different model (fingerprint " +
+                                              std::to_string(ticket.model_fingerprint()) +
+                                              " vs ours " + std::to_string(fingerprint_) + ")"));
+  }
+  // Open the bundle before computing: KV pieces leave while later chunks still compute.
+  auto opened = [&]() -> Result<std::unique_ptr<transport::OutboundBundle>> {
+    PRFAAS_ASSIGN_OR_RETURN(transport::Sender * sender,
+                            SenderFor(ticket.backend(), ticket.endpoint()));
+    transport::Ticket t{ticket.ticket_id(), static_cast<uint64_t>(ticket.byte_budget()),
+                        static_cast<uint64_t>(skip)};
+    return sender->Begin(
+        serving::MakeBundleHeader(cfg, fingerprint_, ticket.ticket_id(), req->request_id(), skip, n,
+                                  static_cast<uint32_t>(bs)),
+        t);
+  }();
+  if (!opened.ok()) {
+    metrics_.Requests("error").Inc();
+    spdlog::warn("KV transfer to {} failed: {}", ticket.endpoint(), opened.status().ToString());
+    return serving::ToGrpc(opened.status().WithContext("KV transfer to " + ticket.endpoint()));
+  }
+
+  // The loop thread exports each newly completed run of blocks in [skip, n) as prefill advances
+  // (those rows never change again) and, once the prompt is done, the rest plus the GDN state;
+  // this thread appends the pieces to the bundle as they come.
+  struct Stream {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<engine::SequenceExport>> pieces;
+    int64_t exported = 0;   // KV rows [skip, exported) handed out so far (loop thread only)
+    bool computed = false;  // the prefill finished (first token sampled)
+    bool final = false;     // the last piece (with the state) is queued, or failed
     Status status;
     int32_t first = 0;
-    engine::SequenceExport exp;
+    std::chrono::steady_clock::time_point computed_at;
   };
-  auto promise = std::make_shared<std::promise<Out>>();
-  auto future = promise->get_future();
+  auto stream = std::make_shared<Stream>();
+  stream->exported = skip;
+  // Stream only whole blocks short of the last token: the final export always has KV to carry.
+  const int64_t stream_limit = ((n - 1) / bs) * bs;
+  auto cache_filler = serving::CacheFiller(cache_, seq, hashes);
+  auto progress = [stream, cache_filler, seq, bs, stream_limit](engine::Engine& e, int64_t len) {
+    if (cache_filler) cache_filler(e, len);
+    const int64_t upto = std::min((len / bs) * bs, stream_limit);
+    if (upto <= stream->exported) return;
+    auto piece = e.Export(seq, stream->exported, upto, /*include_state=*/false);
+    if (!piece.ok()) return;  // the final export reports the error
+    stream->exported = upto;
+    std::lock_guard<std::mutex> lock(stream->mu);
+    stream->pieces.push_back(std::make_shared<engine::SequenceExport>(std::move(piece).value()));
+    stream->cv.notify_all();
+  };
   tokens.erase(tokens.begin(), tokens.begin() + cached);
   auto sampling = serving::ToSampling(req->sampling());
   serving::EngineLoop* loop = &loop_;
   loop_.SubmitPrefill(
       seq, std::move(tokens),
-      [promise, loop, seq, sampling, skip, n](Status st, std::vector<float> logits) {
-        Out out;
-        out.status = st;
-        if (st.ok()) {
-          out.first = kernels::cpu::SampleToken(logits, sampling, 0);
-          // Runs on the loop thread already: export directly.
-          loop->Post([promise, out, seq, skip, n](engine::Engine& e) mutable {
-            auto exp = e.Export(seq, skip, n, /*include_state=*/true);
-            if (!exp.ok())
-              out.status = exp.status();
-            else
-              out.exp = std::move(exp).value();
-            promise->set_value(std::move(out));
-          });
+      [stream, loop, seq, sampling, n](Status st, std::vector<float> logits) {
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> lock(stream->mu);
+          stream->status = st;
+          stream->computed = stream->final = true;
+          stream->cv.notify_all();
           return;
         }
-        promise->set_value(std::move(out));
+        {
+          std::lock_guard<std::mutex> lock(stream->mu);
+          stream->first = kernels::cpu::SampleToken(logits, sampling, 0);
+          stream->computed = true;
+          stream->computed_at = std::chrono::steady_clock::now();
+        }
+        // After the job's last progress call, so `exported` is final.
+        loop->Post([stream, seq, n](engine::Engine& e) {
+          auto last = e.Export(seq, stream->exported, n, /*include_state=*/true);
+          std::lock_guard<std::mutex> lock(stream->mu);
+          if (!last.ok()) {
+            stream->status = last.status();
+          } else {
+            stream->pieces.push_back(
+                std::make_shared<engine::SequenceExport>(std::move(last).value()));
+          }
+          stream->final = true;
+          stream->cv.notify_all();
+        });
       },
-      serving::CacheFiller(cache_, seq, hashes));
-  while (future.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
-    if (ctx->IsCancelled()) {
-      loop_.Cancel(seq);
-      // The loop answers the promise (cancelled) shortly; wait for it so nothing dangles.
-    }
-  }
-  Out out = future.get();
-  if (!out.status.ok()) {
-    metrics_.Requests("error").Inc();
-    return serving::ToGrpc(out.status);
-  }
-  const auto t_computed = std::chrono::steady_clock::now();
-  prefill_seconds_.Observe(Seconds(t_computed - t_admit));
-  prefill_tokens_.Inc(static_cast<double>(n - cached));
+      progress);
 
-  // Ship [skip, n) + state to the decode worker.
-  auto desc = serving::DescribeExport(cfg, out.exp, ticket.ticket_id(), req->request_id(), skip,
-                                      static_cast<uint32_t>(bs));
-  if (ticket.model_fingerprint() != 0 && ticket.model_fingerprint() != out.exp.model_fingerprint) {
-    metrics_.Requests("error").Inc();
-    return serving::ToGrpc(FailedPrecondition("decode worker runs a different model (fingerprint " +
-                                              std::to_string(ticket.model_fingerprint()) +
-                                              " vs ours " +
-                                              std::to_string(out.exp.model_fingerprint) + ")"));
-  }
+  // Append pieces as they arrive. The bundle sends straight from the pieces' memory, so `keep`
+  // holds them until Commit/Abort (declared before `bundle`, destroyed after it).
+  std::vector<std::shared_ptr<engine::SequenceExport>> keep;
+  std::unique_ptr<transport::OutboundBundle> bundle = std::move(opened).value();
+  uint64_t bytes = 0;
   Status sent = [&]() -> Status {
-    PRFAAS_ASSIGN_OR_RETURN(transport::Sender * sender,
-                            SenderFor(ticket.backend(), ticket.endpoint()));
-    transport::Ticket t{ticket.ticket_id(), static_cast<uint64_t>(ticket.byte_budget()),
-                        static_cast<uint64_t>(skip)};
-    PRFAAS_ASSIGN_OR_RETURN(auto bundle, sender->Begin(desc.header, t));
-    for (size_t i = 0; i < out.exp.segments.size(); ++i) {
-      if (ctx->IsCancelled()) {
-        bundle->Abort("prefill RPC cancelled");
-        return Cancelled("prefill RPC cancelled");
+    for (;;) {
+      std::shared_ptr<engine::SequenceExport> piece;
+      bool last = false, computed = false;
+      {
+        std::unique_lock<std::mutex> lock(stream->mu);
+        stream->cv.wait_for(lock, std::chrono::milliseconds(50),
+                            [&] { return !stream->pieces.empty() || stream->final; });
+        if (!stream->status.ok()) return stream->status;
+        if (!stream->pieces.empty()) {
+          piece = std::move(stream->pieces.front());
+          stream->pieces.pop_front();
+          last = stream->final && stream->pieces.empty();
+        }
+        computed = stream->computed;
       }
-      const auto& bytes = out.exp.segments[i].bytes;
-      PRFAAS_RETURN_IF_ERROR(bundle->Append(desc.infos[i], {bytes.data(), bytes.size()}));
+      if (ctx->IsCancelled()) return Cancelled("prefill RPC cancelled");
+      if (!piece) continue;
+      keep.push_back(piece);
+      for (const auto& seg : piece->segments) {
+        if (seg.bytes.empty()) continue;
+        PRFAAS_RETURN_IF_ERROR(
+            bundle->Append(serving::DescribeSegment(seg, static_cast<uint32_t>(bs), last),
+                           {seg.bytes.data(), seg.bytes.size()}));
+        bytes += seg.bytes.size();
+        (computed ? segments_final_ : segments_overlapped_).Inc();
+      }
+      if (last) return bundle->Commit();
     }
-    return bundle->Commit();
   }();
   if (!sent.ok()) {
-    metrics_.Requests("error").Inc();
-    spdlog::warn("KV transfer to {} failed: {}", ticket.endpoint(), sent.ToString());
+    bundle->Abort(sent.message());
+    loop_.Cancel(seq);
+    metrics_.Requests(sent.code() == StatusCode::kCancelled ? "cancelled" : "error").Inc();
+    spdlog::warn("prefill / KV transfer to {} failed: {}", ticket.endpoint(), sent.ToString());
     return serving::ToGrpc(sent.WithContext("KV transfer to " + ticket.endpoint()));
   }
-  uint64_t bytes = 0;
-  for (const auto& s : out.exp.segments) bytes += s.bytes.size();
-  reply->set_first_token_id(out.first);
+  const auto t_computed = stream->computed_at;
+  prefill_seconds_.Observe(Seconds(t_computed - t_admit));
+  prefill_tokens_.Inc(static_cast<double>(n - cached));
+  reply->set_first_token_id(stream->first);
   reply->set_cached_prefix_tokens(cached);
   reply->set_transferred_bytes(static_cast<int64_t>(bytes));
   reply->set_queue_seconds(Seconds(t_admit - t0));

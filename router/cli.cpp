@@ -20,6 +20,7 @@ struct Flags {
   int ticket_ms = 5000, prefill_ms = 120000, idle_ms = 30000;
   int max_body = 4 << 20, max_prompt = 131072, max_batch = 0;
   int base_threshold = 19400;
+  double planner_interval_s = 0;
   std::string log_level = "info";
   bool log_json = false;
 };
@@ -66,6 +67,19 @@ void Bind(config::Schema& s, Flags& f) {
       .Range(0, 16);
   s.Add("retries.decode", &c.orchestrator.max_decode_retries, "decode failures survived")
       .Range(0, 16);
+  Rebalancer::Options& pl = c.planner;
+  s.Add("planner.interval_seconds", &f.planner_interval_s,
+        "long-timescale rebalancer period (0: off)")
+      .Range(0, 86400);
+  s.Add("planner.apply", &pl.apply, "apply the planner's t and role flips (else recommend only)");
+  s.Add("planner.prfaas_profile", &pl.prfaas_profile, "PrfaaS prefill seconds, len:s,...");
+  s.Add("planner.pd_profile", &pl.pd_profile, "PD prefill seconds, len:s,...");
+  s.Add("planner.kv_profile_mib", &pl.kv_profile_mib, "KV+state MiB per request, len:MiB,...");
+  s.Add("planner.output_tokens", &pl.output_tokens, "mean output tokens L_out").Range(1, 1e7);
+  s.Add("planner.decode_step_ms", &pl.decode_step_ms, "decode step T_decode").Range(1e-3, 1e6);
+  s.Add("planner.max_batch", &pl.max_batch, "decode batch cap BS_max").Range(1, 1e6);
+  s.Add("planner.min_gain", &pl.min_gain, "relative gain needed to flip roles").Range(0, 10);
+  s.Add("planner.min_samples", &pl.min_samples, "routed requests needed per run").Range(1, 1e7);
   s.Add("log.level", &f.log_level, "log level")
       .OneOf({"trace", "debug", "info", "warn", "error", "critical", "off"});
   s.Add("log.json", &f.log_json, "JSON log lines");
@@ -81,6 +95,7 @@ void Finalise(Flags& f) {
   c.directory.heartbeat_timeout = ms(f.heartbeat_timeout_ms);
   c.directory.failure_cooldown = ms(f.cooldown_ms);
   c.directory.policy_config.threshold.base_threshold = static_cast<uint32_t>(f.base_threshold);
+  c.planner.interval = ms(static_cast<int64_t>(f.planner_interval_s * 1000));
   c.orchestrator.ticket_timeout = ms(f.ticket_ms);
   c.orchestrator.prefill_timeout = ms(f.prefill_ms);
   c.orchestrator.token_idle_timeout = ms(f.idle_ms);

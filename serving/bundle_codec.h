@@ -23,18 +23,20 @@ std::vector<transport::LayerDesc> LayerLayout(const engine::ModelConfig& config)
 // Payload bytes an export of tokens [skip, n) plus the state takes on the wire (the ticket budget).
 uint64_t BundleBytes(const engine::ModelConfig& config, int64_t skip, int64_t n);
 
-struct OutgoingBundle {
-  transport::BundleHeader header;
-  std::vector<transport::SegmentInfo> infos;  // parallel to export.segments
-};
+// The header of a bundle carrying tokens [skip, n) of a sequence plus its state at n.
+transport::BundleHeader MakeBundleHeader(const engine::ModelConfig& config, uint64_t fingerprint,
+                                         uint64_t ticket_id, const std::string& request_id,
+                                         int64_t skip, int64_t n, uint32_t block_size);
 
-// Describes `exp` (tokens [skip, exp.num_tokens)) for the transport. Segment bytes stay in `exp`.
-OutgoingBundle DescribeExport(const engine::ModelConfig& config, const engine::SequenceExport& exp,
-                              uint64_t ticket_id, const std::string& request_id, int64_t skip,
-                              uint32_t block_size);
+// Describes one exported segment for the transport. A bundle may carry a layer's attention KV in
+// several block-aligned pieces (streamed while prefill computes); `final_piece` marks the export
+// that closes every layer (the last KV piece and the state).
+transport::SegmentInfo DescribeSegment(const engine::Segment& segment, uint32_t block_size,
+                                       bool final_piece);
 
 // Rebuilds an engine export from a committed bundle; validates kinds, layers and sizes against the
-// model config (DATA_LOSS / INVALID_ARGUMENT with the offending layer on mismatch).
+// model config (DATA_LOSS / INVALID_ARGUMENT with the offending layer on mismatch). A layer's KV
+// pieces must cover [token_begin, token_end) in order; they are joined into one segment.
 Result<engine::SequenceExport> ToExport(const engine::ModelConfig& config,
                                         const transport::Bundle& bundle);
 

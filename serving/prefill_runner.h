@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "common/block_hash.h"
@@ -27,8 +28,21 @@ Result<StartedSequence> StartSequence(EngineLoop& loop, PrefixCache* cache,
                                       std::shared_ptr<const std::vector<BlockHash>> hashes,
                                       int64_t prompt_tokens);
 
-// A progress hook that caches the sequence's full blocks as prefill advances and takes a state
-// checkpoint whenever the length reaches a multiple of the checkpoint interval. Null cache: null.
+// Decode side: creates a sequence from the longest cached attention prefix (piece-aligned, shorter
+// than the prompt; PrefixCache::LookupBlocks) with an empty state. The caller completes it with
+// Import() of KV [cached_tokens, n) + the state at n. Null cache: a fresh sequence.
+Result<StartedSequence> StartFromCachedBlocks(EngineLoop& loop, PrefixCache* cache,
+                                              std::shared_ptr<const std::vector<BlockHash>> hashes,
+                                              int64_t prompt_tokens);
+
+// Caches the full blocks of `seq` among its first `settled_tokens` tokens; `tokens` are the
+// sequence's token ids (at least that many). Loop thread; no-op with a null cache.
+void CacheSequence(engine::Engine& e, PrefixCache* cache, engine::SequenceId seq,
+                   std::span<const int32_t> tokens, int64_t settled_tokens);
+
+// A progress hook that caches the sequence's blocks of complete prefill pieces as prefill advances
+// (PrefixCache::SettledLength) and takes a state checkpoint whenever the length reaches a multiple
+// of the checkpoint interval. Null cache: null.
 EngineLoop::PrefillProgress CacheFiller(PrefixCache* cache, engine::SequenceId seq,
                                         std::shared_ptr<const std::vector<BlockHash>> hashes);
 

@@ -2,29 +2,50 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace prfaas::serving {
+
+namespace {
+constexpr const char* kHitHelp =
+    "Tokens matched: attention prefix and usable hit after the state checkpoint.";
+}  // namespace
+
+PrefixCache::LookupMetrics::LookupMetrics(metrics::Registry& r, const std::string& service,
+                                          const std::string& hit_kind)
+    : lookup_tokens(r.Counter("prfaas_worker_prefix_cache_lookup_tokens_total",
+                              "Prompt tokens looked up in the local prefix cache.", {"service"})
+                        .WithLabels({service})),
+      hit_attention(
+          r.Counter("prfaas_worker_prefix_cache_hit_tokens_total", kHitHelp, {"service", "kind"})
+              .WithLabels({service, "attention"})),
+      hit_checkpoint(hit_kind == "checkpoint"
+                         ? &r.Counter("prfaas_worker_prefix_cache_hit_tokens_total", kHitHelp,
+                                      {"service", "kind"})
+                                .WithLabels({service, "checkpoint"})
+                         : nullptr),
+      hits(r.Counter("prfaas_worker_prefix_cache_hits_total", "Lookups with a non-zero hit.",
+                     {"service", "kind"})
+               .WithLabels({service, hit_kind})),
+      misses(r.Counter("prfaas_worker_prefix_cache_misses_total", "Lookups with no hit.",
+                       {"service", "kind"})
+                 .WithLabels({service, hit_kind})) {}
+
+void PrefixCache::LookupMetrics::Record(int64_t prompt_tokens, int64_t attention_tokens,
+                                        int64_t hit_tokens) {
+  lookup_tokens.Inc(static_cast<double>(prompt_tokens));
+  if (hit_checkpoint) {
+    hit_attention.Inc(static_cast<double>(attention_tokens));
+    hit_checkpoint->Inc(static_cast<double>(hit_tokens));
+  } else {
+    // Without checkpoints the usable hit is what counts (the raw match is in Stats()).
+    hit_attention.Inc(static_cast<double>(hit_tokens));
+  }
+  (hit_tokens > 0 ? hits : misses).Inc();
+}
 
 PrefixCache::PrefixCache(PrefixCacheOptions options, metrics::Registry& r)
     : options_(options),
-      lookup_tokens_(r.Counter("prfaas_worker_prefix_cache_lookup_tokens_total",
-                               "Prompt tokens looked up in the local prefix cache.", {"service"})
-                         .WithLabels({"prefill"})),
-      hit_attention_(r.Counter("prfaas_worker_prefix_cache_hit_tokens_total",
-                               "Tokens matched: attention prefix and usable hit after the state "
-                               "checkpoint.",
-                               {"service", "kind"})
-                         .WithLabels({"prefill", "attention"})),
-      hit_checkpoint_(r.Counter("prfaas_worker_prefix_cache_hit_tokens_total",
-                                "Tokens matched: attention prefix and usable hit after the state "
-                                "checkpoint.",
-                                {"service", "kind"})
-                          .WithLabels({"prefill", "checkpoint"})),
-      hits_(r.Counter("prfaas_worker_prefix_cache_hits_total", "Lookups with a non-zero hit.",
-                      {"service", "kind"})
-                .WithLabels({"prefill", "checkpoint"})),
-      misses_(r.Counter("prfaas_worker_prefix_cache_misses_total", "Lookups with no hit.",
-                        {"service", "kind"})
-                  .WithLabels({"prefill", "checkpoint"})),
       evict_attention_(r.Counter("prfaas_worker_prefix_cache_evictions_total",
                                  "LRU evictions of attention blocks and state checkpoints.",
                                  {"kind"})
@@ -38,7 +59,35 @@ PrefixCache::PrefixCache(PrefixCacheOptions options, metrics::Registry& r)
                              .WithLabels({"attention"})),
       entries_checkpoint_(r.Gauge("prfaas_worker_prefix_cache_entries",
                                   "Resident attention blocks / state checkpoints.", {"kind"})
-                              .WithLabels({"checkpoint"})) {}
+                              .WithLabels({"checkpoint"})),
+      prefill_metrics_(r, "prefill", "checkpoint"),
+      decode_metrics_(r, "decode", "attention") {}
+
+int64_t PrefixCache::SettledLength(int64_t length) const {
+  const int64_t C = options_.checkpoint_interval;
+  int64_t settled = (length / C) * C;
+  if (options_.prefill_chunk > 0) {
+    settled = std::max(settled, (length / options_.prefill_chunk) * options_.prefill_chunk);
+  }
+  return settled;
+}
+
+void PrefixCache::TouchBlocks(const std::vector<BlockHash>& hashes, CacheHit* hit) {
+  const int64_t bs = options_.block_size;
+  for (int64_t i = 0; i < hit->tokens / bs; ++i) {
+    Block& b = blocks_.at(hashes[i]);
+    hit->blocks.push_back(b.block);
+    block_lru_.splice(block_lru_.begin(), block_lru_, b.lru);
+  }
+}
+
+void PrefixCache::CountLookup(int64_t prompt_tokens, const CacheHit& hit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.lookups++;
+  stats_.lookup_tokens += prompt_tokens;
+  stats_.attention_hit_tokens += hit.attention_tokens;
+  stats_.hit_tokens += hit.tokens;
+}
 
 CacheHit PrefixCache::Lookup(const std::vector<BlockHash>& hashes, int64_t prompt_tokens) {
   const int64_t bs = options_.block_size;
@@ -57,20 +106,24 @@ CacheHit PrefixCache::Lookup(const std::vector<BlockHash>& hashes, int64_t promp
     ckpt_lru_.splice(ckpt_lru_.begin(), ckpt_lru_, it->second.lru);
     break;
   }
-  for (int64_t i = 0; i < hit.tokens / bs; ++i) {
-    Block& b = blocks_.at(hashes[i]);
-    hit.blocks.push_back(b.block);
-    block_lru_.splice(block_lru_.begin(), block_lru_, b.lru);
-  }
-  lookup_tokens_.Inc(static_cast<double>(prompt_tokens));
-  hit_attention_.Inc(static_cast<double>(hit.attention_tokens));
-  hit_checkpoint_.Inc(static_cast<double>(hit.tokens));
-  (hit.tokens > 0 ? hits_ : misses_).Inc();
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.lookups++;
-  stats_.lookup_tokens += prompt_tokens;
-  stats_.attention_hit_tokens += hit.attention_tokens;
-  stats_.hit_tokens += hit.tokens;
+  TouchBlocks(hashes, &hit);
+  prefill_metrics_.Record(prompt_tokens, hit.attention_tokens, hit.tokens);
+  CountLookup(prompt_tokens, hit);
+  return hit;
+}
+
+CacheHit PrefixCache::LookupBlocks(const std::vector<BlockHash>& hashes, int64_t prompt_tokens) {
+  const int64_t bs = options_.block_size;
+  CacheHit hit;
+  size_t matched = 0;
+  while (matched < hashes.size() && blocks_.count(hashes[matched])) ++matched;
+  hit.attention_tokens = static_cast<int64_t>(matched) * bs;
+  // Boundaries are block multiples when C and the chunk are; round down in case the chunk is not.
+  hit.tokens = SettledLength(std::min<int64_t>(hit.attention_tokens, prompt_tokens - 1));
+  hit.tokens = (hit.tokens / bs) * bs;
+  TouchBlocks(hashes, &hit);
+  decode_metrics_.Record(prompt_tokens, hit.attention_tokens, hit.tokens);
+  CountLookup(prompt_tokens, hit);
   return hit;
 }
 

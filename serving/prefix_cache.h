@@ -5,6 +5,13 @@
 // the cache also keeps state *checkpoints* at every multiple of `checkpoint_interval` tokens. A
 // prefix is reusable up to the last checkpoint that lies inside the matched attention prefix:
 //   effective hit = max { c : c % C == 0, c <= attention prefix, checkpoint(c) cached }.
+// A decode worker that receives the state with the bundle needs no checkpoint: its hit is the
+// attention prefix itself, rounded down to a piece boundary (LookupBlocks).
+//
+// Bit-exactness: prefill runs in pieces that end at absolute multiples of the prefill chunk and of
+// C ("piece boundaries"), and a block's KV depends on the piece it was computed in. A block is
+// therefore only cached once the piece holding it is complete (SettledLength), and hits end at a
+// boundary, so a reused block is always bit-identical to what a cold prefill computes.
 //
 // The cache owns engine references: one KV block reference per cached block and one state
 // snapshot per checkpoint, within budgets that are separate from request capacity (transfer and
@@ -33,6 +40,7 @@ struct PrefixCacheOptions {
   int64_t checkpoint_interval = 256;  // C, a multiple of block_size
   int64_t max_blocks = 256;           // attention blocks the cache may hold
   int64_t max_checkpoints = 16;       // state snapshots the cache may hold
+  int64_t prefill_chunk = 0;          // pieces also end at multiples of this (0 = only C)
 };
 
 struct CacheHit {
@@ -63,6 +71,14 @@ class PrefixCache {
   // Longest usable prefix of a prompt with these block hashes, leaving at least one token of the
   // prompt (`prompt_tokens`) to compute. Marks what it returns as recently used.
   CacheHit Lookup(const std::vector<BlockHash>& hashes, int64_t prompt_tokens);
+  // Decode side: the longest cached attention prefix, ending at a piece boundary and short of the
+  // whole prompt (the sender always brings the state with at least one token of KV). No snapshot:
+  // the state arrives with the bundle. Counted under service="decode", kind="attention".
+  CacheHit LookupBlocks(const std::vector<BlockHash>& hashes, int64_t prompt_tokens);
+
+  // The last piece boundary <= `length`: the part of a prefill of `length` tokens that was
+  // computed in complete pieces, whose blocks are safe to cache.
+  int64_t SettledLength(int64_t length) const;
 
   // Caches `seq`'s full blocks covering `hashes` (the sequence must hold at least that many).
   void AddBlocks(engine::Engine& e, engine::SequenceId seq, const std::vector<BlockHash>& hashes);
@@ -104,15 +120,26 @@ class PrefixCache {
   PrefixCacheStats stats_;
   std::vector<CacheEventRecord> events_;
 
-  metrics::Counter& lookup_tokens_;
-  metrics::Counter& hit_attention_;
-  metrics::Counter& hit_checkpoint_;
-  metrics::Counter& hits_;
-  metrics::Counter& misses_;
   metrics::Counter& evict_attention_;
   metrics::Counter& evict_checkpoint_;
   metrics::Gauge& entries_attention_;
   metrics::Gauge& entries_checkpoint_;
+
+  // Lookup counters of one service ("prefill": Lookup, "decode": LookupBlocks).
+  struct LookupMetrics {
+    LookupMetrics(metrics::Registry& r, const std::string& service, const std::string& hit_kind);
+    void Record(int64_t prompt_tokens, int64_t attention_tokens, int64_t hit_tokens);
+    metrics::Counter& lookup_tokens;
+    metrics::Counter& hit_attention;
+    metrics::Counter* hit_checkpoint;  // null for decode (no checkpoint involved)
+    metrics::Counter& hits;
+    metrics::Counter& misses;
+  };
+  void TouchBlocks(const std::vector<BlockHash>& hashes, CacheHit* hit);
+  void CountLookup(int64_t prompt_tokens, const CacheHit& hit);
+
+  LookupMetrics prefill_metrics_;
+  LookupMetrics decode_metrics_;
 };
 
 }  // namespace prfaas::serving

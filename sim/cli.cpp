@@ -25,6 +25,7 @@ struct SimFlags {
   ExperimentOptions x;
   bool no_requests = false;
   bool json = false;
+  double rebalance_period = -1;  // >= 0: override every topology's policy.rebalance.period_s
 };
 
 Result<std::vector<double>> ParseList(const std::string& s) {
@@ -89,6 +90,7 @@ Status Run(SimFlags& f) {
   std::vector<Topology> topos;
   for (const auto& p : f.topologies) {
     PRFAAS_ASSIGN_OR_RETURN(Topology t, LoadTopology(p));
+    if (f.rebalance_period >= 0) t.policy.rebalance_period_s = f.rebalance_period;
     topos.push_back(std::move(t));
   }
   SweepSpec sweep;
@@ -131,6 +133,16 @@ Status Run(SimFlags& f) {
         o.variant.label, o.max_rate_rps > 0 ? fmt::format("{:.3f}", o.max_rate_rps) : "-",
         s.throughput_rps, s.ttft.mean, s.ttft.p90, s.ttft.p99, s.tpot.p90, s.wait.p90,
         s.offload_ratio, s.prefill_cache_hit, egress, o.wall_s);
+  }
+  for (const auto& o : outcomes) {
+    const Summary& s = o.summary;
+    if (s.role_flips.empty()) continue;
+    int to_prefill = 0;
+    for (const auto& fl : s.role_flips) to_prefill += fl.to_prefill;
+    std::cout << fmt::format("{}: {} role flips ({} to prefill, {} to decode); last advice: {}\n",
+                             o.variant.label, s.role_flips.size(), to_prefill,
+                             s.role_flips.size() - static_cast<size_t>(to_prefill),
+                             s.rebalances.empty() ? "-" : s.rebalances.back().summary);
   }
   if (!f.x.out_dir.empty()) std::cout << "reports written to " << f.x.out_dir << "\n";
   return Status::Ok();
@@ -184,6 +196,9 @@ void RegisterSimCommand(CLI::App& app) {
   sub->add_option("--rate-hi", f->x.search.hi_rps, "Rate search upper bound");
   sub->add_option("--search-iters", f->x.search.iterations, "Rate search bisection steps");
   sub->add_option("--max-wait", f->x.search.max_wait_s, "Stability: p90 queueing wait bound (s)");
+  sub->add_option("--rebalance-period", f->rebalance_period,
+                  "Long-timescale controller period in s for every topology (0 = off); default: "
+                  "each topology's policy.rebalance.period_s");
   sub->add_option("--bucket", f->x.sim.bucket_s, "Time-series bucket width (s)");
   sub->add_option("-o,--out", f->x.out_dir, "Output directory for reports");
   sub->add_flag("--no-requests", f->no_requests, "Skip per-request JSONL");

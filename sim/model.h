@@ -1,9 +1,12 @@
 // What the simulator needs to know about a model: bytes of KV per prompt token, bytes of
 // fixed-size recurrent state per sequence, and the FLOP/byte counts the analytic cost model uses.
 //
-// Sizes come from the model dimensions (HF config.json or a named preset), so a hybrid model and a
-// dense one differ exactly as in the paper's Φ_kv table: only full-attention layers grow KV with
-// length; linear-attention layers add a constant state per sequence.
+// Shapes come from the engine's model config (engine/config.h: the one config.json parser of the
+// project), so a model the engine serves is sized exactly as the engine sizes it. Architectures the
+// engine cannot run yet (MoE parameter counts, MLA latent KV, Kimi's KDA) are presets that start
+// from an engine ModelConfig for the parts it describes and set the rest explicitly. Only
+// full-attention layers grow KV with length; linear-attention layers add a constant state per
+// sequence, so hybrid and dense models differ exactly as in the paper's Φ_kv table.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +14,10 @@
 #include <vector>
 
 #include "common/status.h"
+
+namespace prfaas::engine {
+struct ModelConfig;
+}
 
 namespace prfaas::sim {
 
@@ -33,13 +40,28 @@ struct ModelSpec {
   }
 };
 
-// Presets: "qwen3-next-80b", "qwen3.5-397b", "kimi-linear-48b", "paper-1t" (the paper's internal
-// 1T Kimi-Linear-style model, sizes fitted to its Table 5), "qwen3-32b" (dense reference).
-Result<ModelSpec> ModelPreset(const std::string& name);
+// Element sizes for the byte accounting. GPU serving stores KV and conv state in bf16 and the
+// recurrent state in fp32 (the default); the CPU engine keeps everything in fp32 (all 4).
+struct ModelDtypes {
+  int kv_bytes = 2;
+  int conv_bytes = 2;
+  int ssm_bytes = 4;
+  int weight_bytes = 2;
+};
+
+// Sizes of a model the engine describes: KV and state from the engine's own byte helpers, a dense
+// parameter count (total = active).
+ModelSpec ModelFromEngineConfig(const engine::ModelConfig& config, const ModelDtypes& dtypes = {});
+
+// Presets: the engine's presets ("tiny", "small", "qwen3.5-9b", ...) plus simulator-only ones
+// for architectures the engine does not run: "qwen3-next-80b" (MoE parameter counts),
+// "qwen3.5-397b", "kimi-linear-48b" (KDA + MLA), "paper-1t" (the paper's internal 1T
+// Kimi-Linear-style model, sizes fitted to its Table 5), "qwen3-235b", "qwen3-32b" (dense).
+Result<ModelSpec> ModelPreset(const std::string& name, const ModelDtypes& dtypes = {});
 std::vector<std::string> ModelPresetNames();
 
-// Reads a HF config.json (Qwen3-Next / Qwen3.5 hybrid, Kimi Linear, or dense Llama/Qwen style).
-Result<ModelSpec> ModelFromConfigJson(const std::string& path);
-Result<ModelSpec> ModelFromConfigText(const std::string& text, const std::string& name);
+// A HF config.json file, or a model directory holding one, read by the engine's parser
+// (engine::ParseModelConfig; its errors name the offending key).
+Result<ModelSpec> ModelFromConfigJson(const std::string& path, const ModelDtypes& dtypes = {});
 
 }  // namespace prfaas::sim

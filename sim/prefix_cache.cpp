@@ -2,8 +2,10 @@
 
 namespace prfaas::sim {
 
-PrefixCache::PrefixCache(int64_t capacity_blocks, bool hybrid)
-    : capacity_(capacity_blocks > 0 ? capacity_blocks : 0), hybrid_(hybrid) {
+PrefixCache::PrefixCache(int64_t capacity_blocks, bool hybrid, int64_t checkpoint_every)
+    : capacity_(capacity_blocks > 0 ? capacity_blocks : 0),
+      hybrid_(hybrid),
+      every_(checkpoint_every > 0 ? checkpoint_every : 0) {
   if (capacity_ > 0) map_.reserve(static_cast<size_t>(std::min<int64_t>(capacity_, 1 << 20)));
 }
 
@@ -46,9 +48,13 @@ PrefixCache::Hit PrefixCache::Lookup(std::span<const uint64_t> chain, bool touch
 }
 
 void PrefixCache::Insert(std::span<const uint64_t> chain, Evicted* added, Evicted* evicted) {
+  if (every_ > 0) {
+    const auto every = static_cast<size_t>(every_);
+    chain = chain.first(chain.size() / every * every);
+  }
   if (capacity_ == 0 || chain.empty()) return;
   for (size_t b = 0; b < chain.size(); ++b) {
-    bool ckpt = b + 1 == chain.size();
+    bool ckpt = every_ > 0 ? (b + 1) % static_cast<size_t>(every_) == 0 : b + 1 == chain.size();
     auto it = map_.find(chain[b]);
     uint32_t idx;
     if (it != map_.end()) {

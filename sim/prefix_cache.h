@@ -30,11 +30,14 @@ class PrefixCache {
     }
   };
 
-  PrefixCache(int64_t capacity_blocks, bool hybrid);
+  // `checkpoint_every` (blocks): 0 = one checkpoint at the end of each stored prompt; k > 0 = the
+  // live worker's rule (serving/prefix_cache.h): checkpoints at every k-th block, and only the
+  // blocks up to the last such boundary are stored (the rest of the prompt is not settled).
+  PrefixCache(int64_t capacity_blocks, bool hybrid, int64_t checkpoint_every = 0);
 
   // Leading blocks of `chain` held; with touch, they become most recently used.
   Hit Lookup(std::span<const uint64_t> chain, bool touch);
-  // Stores all blocks of `chain` and a checkpoint at its last block. Newly stored blocks and
+  // Stores the blocks of `chain` and its checkpoints (see the constructor). Newly stored blocks and
   // checkpoints are appended to `added` (for the index); evictions go to `evicted`.
   void Insert(std::span<const uint64_t> chain, Evicted* added, Evicted* evicted);
 
@@ -54,6 +57,7 @@ class PrefixCache {
 
   int64_t capacity_;
   bool hybrid_;
+  int64_t every_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> free_;
   uint32_t head_ = kNil, tail_ = kNil;  // head = most recent

@@ -105,6 +105,8 @@ Summary Summarise(const SimResult& r, const SloSpec& slo) {
     s.links.push_back(ls);
   }
   if (!r.threshold_series.empty()) s.final_threshold = r.threshold_series.back().second;
+  s.rebalances = r.rebalances;
+  s.role_flips = r.role_flips;
   return s;
 }
 
@@ -120,6 +122,24 @@ nlohmann::json SummaryToJson(const Summary& s) {
                      {"peak_gbps", l.peak_gbps},
                      {"utilisation", l.utilisation},
                      {"gbytes", l.gbytes}});
+  }
+  nlohmann::json flips = nlohmann::json::array();
+  for (const auto& f : s.role_flips) {
+    flips.push_back({{"advised_s", f.advised_s},
+                     {"done_s", f.done_s},
+                     {"worker", f.worker},
+                     {"role", f.to_prefill ? "prefill" : "decode"}});
+  }
+  nlohmann::json advice = nlohmann::json::array();
+  for (const auto& a : s.rebalances) {
+    if (!a.flip) continue;  // the flips are the decisions worth listing
+    advice.push_back({{"at_s", a.at_s},
+                      {"n_p", a.current_n_p},
+                      {"target_n_p", a.target_n_p},
+                      {"target_threshold", a.target_threshold},
+                      {"lambda", a.current_lambda},
+                      {"target_lambda", a.target_lambda},
+                      {"summary", a.summary}});
   }
   return nlohmann::json{
       {"name", s.name},
@@ -142,6 +162,9 @@ nlohmann::json SummaryToJson(const Summary& s) {
       {"decode_cache_hit_rate", s.decode_cache_hit},
       {"links", links},
       {"final_threshold", s.final_threshold},
+      {"rebalance_decisions", s.rebalances.size()},
+      {"rebalance_flips", advice},
+      {"role_flips", flips},
       {"events", s.events},
   };
 }

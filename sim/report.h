@@ -50,6 +50,9 @@ struct Summary {
   double decode_cache_hit = 0;
   std::vector<LinkSummary> links;
   double final_threshold = 0;
+  // Long-timescale controller: its decisions and the role flips it applied.
+  std::vector<RebalanceAdvice> rebalances;
+  std::vector<RoleFlip> role_flips;
   uint64_t events = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <queue>
 
+#include "router/planner/model.h"
 #include "router/policy/policy.h"
 #include "router/state/cache_index.h"
 #include "router/state/cluster_state.h"
@@ -27,6 +28,7 @@ enum class Ev : uint8_t {
   kDecodeBoundary,
   kTick,
   kCapacity,
+  kRebalance,
 };
 
 struct Event {
@@ -53,6 +55,8 @@ struct PrefillWorker {
   std::vector<PrefillItem> items;  // scratch
   bool busy = false;
   std::unique_ptr<PrefixCache> cache;
+  int64_t cache_blocks = 0;
+  int64_t checkpoint_every = 0;  // blocks
 };
 
 struct DecodeWorker {
@@ -74,6 +78,21 @@ struct DecodeWorker {
   int64_t seg_len = 0;
   uint64_t version = 0;
   std::unique_ptr<PrefixCache> cache;
+  int64_t cache_blocks = 0;
+  uint32_t assigned = 0;  // routed here and not finished (a draining worker waits for 0)
+};
+
+// A routed request as the long-timescale controller sees it.
+struct RoutedSample {
+  uint32_t uncached;  // after the router's prefix match
+  uint32_t input, output;
+};
+
+// A role flip waiting for its worker to drain.
+struct PendingFlip {
+  rt::WorkerIndex worker;
+  bool to_prefill;
+  double advised_s;
 };
 
 struct ReqState {
@@ -131,6 +150,11 @@ class Sim {
   void Join(DecodeWorker& dw, uint32_t i);
   void Finish(DecodeWorker& dw, uint32_t i);
   void OnTick();
+  void OnRebalance();
+  Result<rt::PlannerInputs> PlannerInputsNow() const;
+  void CheckFlips();
+  void SetIntraCapacity(int cluster);
+  int CountRole(int cluster, rt::WorkerRole role) const;
   void RefreshLinkViews(bool rates);
   void MirrorCache(rt::WorkerIndex w, const PrefixCache::Evicted& added,
                    const PrefixCache::Evicted& ev);
@@ -147,8 +171,9 @@ class Sim {
   std::vector<std::unique_ptr<CostModel>> costs_;  // per cluster
   std::vector<PrefillWorker> prefill_;
   std::vector<DecodeWorker> decode_;
-  std::vector<int32_t> slot_of_;  // router worker index -> prefill/decode slot
-  std::vector<bool> is_prefill_;
+  // Router worker index -> its prefill / decode slot, -1 if it has none. PD workers have both
+  // (the long-timescale controller may flip them); the role in force is state_.workers[w].role.
+  std::vector<int32_t> pslot_, dslot_;
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<std::pair<int, int>> link_ends_;  // (src cluster, dst cluster); intra: (c, c)
   std::vector<int> link_view_;                  // sim link -> index in state_.links, or -1
@@ -159,6 +184,12 @@ class Sim {
   std::unique_ptr<rt::CacheIndex> index_;
   std::unique_ptr<rt::Policy> policy_;
   double last_tick_ = 0;
+
+  // Long-timescale controller.
+  int rb_prfaas_ = -1, rb_pd_ = -1;   // the clusters it plans for
+  std::vector<RoutedSample> routed_;  // since the last run
+  std::vector<PendingFlip> flips_;
+  std::vector<int> intra_link_;  // cluster -> its intra-cluster link, -1 if none
 
   std::vector<ReqState> rs_;
   SimResult out_;
@@ -182,11 +213,17 @@ Status Sim::Build() {
 
   for (size_t c = 0; c < topo_.clusters.size(); ++c) {
     const ClusterSpec& cs = topo_.clusters[c];
+    if (cs.checkpoint_tokens % block_ != 0) {
+      return InvalidArgument(
+          "cluster '" + cs.name + "': checkpoint_tokens " + std::to_string(cs.checkpoint_tokens) +
+          " is not a multiple of the trace's block size " + std::to_string(block_));
+    }
     PRFAAS_ASSIGN_OR_RETURN(auto cost, MakeCostModel(topo_, cs));
     costs_.push_back(std::move(cost));
     state_.clusters.push_back(rt::ClusterView{cs.name, cs.kind == ClusterKind::kPrfaas
                                                            ? rt::ClusterKind::kPrfaas
                                                            : rt::ClusterKind::kPd});
+    const bool pd = cs.kind == ClusterKind::kPd;
     for (int k = 0; k < cs.workers; ++k) {
       bool pre = k < cs.prefill_workers;
       rt::WorkerView wv;
@@ -195,31 +232,38 @@ Status Sim::Build() {
       wv.cluster = static_cast<rt::ClusterIndex>(c);
       wv.role = pre ? rt::WorkerRole::kPrefill : rt::WorkerRole::kDecode;
       auto widx = static_cast<rt::WorkerIndex>(state_.workers.size());
-      if (pre) {
+      pslot_.push_back(-1);
+      dslot_.push_back(-1);
+      // A PD worker can hold either role over the run, so it has both halves; only the half of
+      // its current role receives work.
+      if (pre || pd) {
         PrefillWorker pw;
         pw.widx = widx;
         pw.cluster = static_cast<int>(c);
         pw.cost = costs_.back().get();
         pw.max_batch_tokens = cs.max_prefill_batch_tokens;
-        pw.cache = std::make_unique<PrefixCache>(cs.prefill_cache_blocks, hybrid);
-        slot_of_.push_back(static_cast<int32_t>(prefill_.size()));
-        is_prefill_.push_back(true);
+        pw.cache_blocks = cs.prefill_cache_blocks;
+        pw.checkpoint_every = cs.checkpoint_tokens / block_;
+        pw.cache =
+            std::make_unique<PrefixCache>(cs.prefill_cache_blocks, hybrid, pw.checkpoint_every);
+        pslot_.back() = static_cast<int32_t>(prefill_.size());
         prefill_.push_back(std::move(pw));
-      } else {
+      }
+      if (pd) {
         DecodeWorker dw;
         dw.widx = widx;
         dw.cluster = static_cast<int>(c);
         dw.cost = costs_.back().get();
         dw.max_batch = cs.max_decode_batch;
         dw.kv_capacity = cs.decode_kv_gib * 1024.0 * 1024 * 1024;
+        dw.cache_blocks = cs.decode_cache_blocks;
         dw.cache = std::make_unique<PrefixCache>(cs.decode_cache_blocks, false);
         wv.max_batch = static_cast<uint32_t>(cs.max_decode_batch);
         if (dw.kv_capacity > 0) {
           wv.kv_capacity_bytes = static_cast<uint64_t>(dw.kv_capacity);
           wv.free_kv_bytes = wv.kv_capacity_bytes;
         }
-        slot_of_.push_back(static_cast<int32_t>(decode_.size()));
-        is_prefill_.push_back(false);
+        dslot_.back() = static_cast<int32_t>(decode_.size());
         decode_.push_back(std::move(dw));
       }
       out_.worker_names.push_back(wv.id);
@@ -245,10 +289,12 @@ Status Sim::Build() {
            static_cast<uint64_t>(ls.schedule[j].gbps * 1e9));
     }
   }
+  intra_link_.assign(topo_.clusters.size(), -1);
   for (size_t c = 0; c < topo_.clusters.size(); ++c) {
     const ClusterSpec& cs = topo_.clusters[c];
     if (cs.kind != ClusterKind::kPd) continue;
     double cap = cs.intra_gbps * 1e9 * std::max(cs.prefill_workers, 1);
+    intra_link_[c] = static_cast<int>(links_.size());
     links_.push_back(std::make_unique<Link>(cs.name + "-intra", cap, 20e-6, cs.intra_gbps * 1e9,
                                             opts_.bucket_s));
     link_ends_.emplace_back(static_cast<int>(c), static_cast<int>(c));
@@ -290,6 +336,22 @@ Status Sim::Build() {
     if (auto* tc = policy_->threshold_controller()) tc->SetManual(cfg.threshold.base_threshold);
   }
   reserve_at_route_ = topo_.policy.reserve_decode_at != "handoff";
+  if (topo_.policy.rebalance_period_s > 0) {
+    for (size_t c = 0; c < topo_.clusters.size(); ++c) {
+      int& slot = topo_.clusters[c].kind == ClusterKind::kPrfaas ? rb_prfaas_ : rb_pd_;
+      if (slot >= 0) {
+        return InvalidArgument(
+            "policy.rebalance plans one prfaas and one pd cluster; the topology has more");
+      }
+      slot = static_cast<int>(c);
+    }
+    if (rb_prfaas_ < 0 || rb_pd_ < 0) {
+      return InvalidArgument("policy.rebalance needs one prfaas and one pd cluster");
+    }
+    if (topo_.clusters[static_cast<size_t>(rb_pd_)].workers < 2) {
+      return InvalidArgument("policy.rebalance needs at least two workers in the pd cluster");
+    }
+  }
   out_.policy = std::string(policy_->name());
   out_.policy_library = "router/policy (prfaas_router_policy)";
   return Status::Ok();
@@ -362,8 +424,11 @@ bool Sim::TryRoute(uint32_t i) {
   rec.path = static_cast<uint8_t>(d.path);
   rec.reason = static_cast<uint8_t>(d.reason);
   rec.threshold = d.threshold;
-  if (!d.ok() || d.prefill_worker >= is_prefill_.size() || d.decode_worker >= is_prefill_.size() ||
-      !is_prefill_[d.prefill_worker] || is_prefill_[d.decode_worker]) {
+  auto can = [&](rt::WorkerIndex w, const std::vector<int32_t>& slot, rt::WorkerRole not_role) {
+    return w < slot.size() && slot[w] >= 0 && state_.workers[w].role != not_role;
+  };
+  if (!d.ok() || !can(d.prefill_worker, pslot_, rt::WorkerRole::kDecode) ||
+      !can(d.decode_worker, dslot_, rt::WorkerRole::kPrefill)) {
     if (d.ok()) rec.reason = static_cast<uint8_t>(rt::Reason::kNoPrefillWorker);  // not executable
     return false;
   }
@@ -381,7 +446,12 @@ bool Sim::TryRoute(uint32_t i) {
   pwv.prefill_backlog_tokens += s.uncached;
   rt::WorkerView& dwv = state_.workers[d.decode_worker];
   if (reserve_at_route_) dwv.waiting += 1;
-  DecodeWorker& dw = decode_[static_cast<size_t>(slot_of_[d.decode_worker])];
+  DecodeWorker& dw = decode_[static_cast<size_t>(dslot_[d.decode_worker])];
+  dw.assigned += 1;
+  if (rb_pd_ >= 0) {
+    routed_.push_back(
+        RoutedSample{d.uncached_tokens, info.prompt_tokens, info.expected_output_tokens});
+  }
   if (dw.kv_capacity > 0) {
     s.kv_reserve =
         topo_.model.kv_bytes_per_token * static_cast<double>(r.input_tokens + r.output_tokens) +
@@ -390,7 +460,7 @@ bool Sim::TryRoute(uint32_t i) {
     dwv.free_kv_bytes = static_cast<uint64_t>(std::max(0.0, dw.kv_capacity - dw.kv_reserved));
   }
 
-  PrefillWorker& pw = prefill_[static_cast<size_t>(slot_of_[d.prefill_worker])];
+  PrefillWorker& pw = prefill_[static_cast<size_t>(pslot_[d.prefill_worker])];
   double delay = 0;
   if (pw.cluster != dw.cluster) {
     int l = LinkFor(pw.cluster, dw.cluster);
@@ -434,8 +504,7 @@ void Sim::StartPrefill(PrefillWorker& pw) {
     const TraceRequest& r = trace_.requests[i];
     rec.prefill_start_s = now_;
     out_.prefill_hit_tokens += rec.cached_tokens;
-    DecodeWorker& dw =
-        decode_[static_cast<size_t>(slot_of_[static_cast<size_t>(rec.decode_worker)])];
+    DecodeWorker& dw = decode_[static_cast<size_t>(dslot_[static_cast<size_t>(rec.decode_worker)])];
     PrefixCache::Hit dh = dw.cache->Lookup(Chain(i), true);
     rec.decode_cached_tokens =
         std::min<int64_t>(static_cast<int64_t>(dh.attention_blocks) * block_, r.input_tokens);
@@ -467,7 +536,7 @@ void Sim::OnPrefillDone(PrefillWorker& pw) {
     ReqState& s = rs_[i];
     rec.prefill_end_s = now_;
     const DecodeWorker& dw =
-        decode_[static_cast<size_t>(slot_of_[static_cast<size_t>(rec.decode_worker)])];
+        decode_[static_cast<size_t>(dslot_[static_cast<size_t>(rec.decode_worker)])];
     double back = 0;
     if (pw.cluster != dw.cluster) {
       int l = LinkFor(pw.cluster, dw.cluster);
@@ -515,7 +584,7 @@ void Sim::OnTransferArrive(uint32_t i) {
 
 void Sim::AdmitDecode(uint32_t i) {
   DecodeWorker& dw =
-      decode_[static_cast<size_t>(slot_of_[static_cast<size_t>(out_.records[i].decode_worker)])];
+      decode_[static_cast<size_t>(dslot_[static_cast<size_t>(out_.records[i].decode_worker)])];
   if (!reserve_at_route_) state_.workers[dw.widx].waiting += 1;
   dw.waiting.push_back(i);
   KickDecode(dw);
@@ -559,6 +628,7 @@ void Sim::Finish(DecodeWorker& dw, uint32_t i) {
   RequestRecord& rec = out_.records[i];
   rec.finish_s = now_;
   ++finished_;
+  dw.assigned -= 1;
   rt::WorkerView& wv = state_.workers[dw.widx];
   if (dw.kv_capacity > 0) {
     dw.kv_reserved -= rs_[i].kv_reserve;
@@ -620,6 +690,160 @@ void Sim::OnTick() {
   }
 }
 
+int Sim::CountRole(int cluster, rt::WorkerRole role) const {
+  int n = 0;
+  for (const rt::WorkerView& w : state_.workers) {
+    n += static_cast<int>(w.cluster) == cluster && w.role == role;
+  }
+  return n;
+}
+
+void Sim::SetIntraCapacity(int cluster) {
+  int l = intra_link_[static_cast<size_t>(cluster)];
+  if (l < 0) return;
+  const ClusterSpec& cs = topo_.clusters[static_cast<size_t>(cluster)];
+  Link& lk = *links_[static_cast<size_t>(l)];
+  lk.Advance(now_);
+  lk.SetCapacity(cs.intra_gbps * 1e9 * std::max(CountRole(cluster, rt::WorkerRole::kPrefill), 1));
+  ScheduleLink(l);
+}
+
+// The planner's inputs as the live rebalancer assembles them (router/service/rebalancer.cpp): the
+// uncached lengths routed since the last run and the worker counts; where the live router has
+// configured profiles and decode constants, the simulator takes the clusters' cost models
+// (prefill time and transfer size by length; the decode step at BS_max and the samples' mean
+// lengths) and the link's capacity now.
+Result<rt::PlannerInputs> Sim::PlannerInputsNow() const {
+  const ClusterSpec& pd = topo_.clusters[static_cast<size_t>(rb_pd_)];
+  const ClusterSpec& pf = topo_.clusters[static_cast<size_t>(rb_prfaas_)];
+  std::vector<double> lengths;
+  lengths.reserve(routed_.size());
+  double in_sum = 0, out_sum = 0, hi = 1;
+  for (const RoutedSample& r : routed_) {
+    lengths.push_back(std::max<double>(r.uncached, 1));
+    in_sum += r.input;
+    out_sum += r.output;
+    hi = std::max(hi, lengths.back());
+  }
+  const double n = static_cast<double>(routed_.size());
+  PRFAAS_ASSIGN_OR_RETURN(rt::LengthDistribution dist,
+                          rt::LengthDistribution::Empirical(std::move(lengths)));
+  // Curves on a geometric grid up to the longest sample: the planner interpolates between them.
+  std::vector<std::pair<double, double>> t_pf, t_pd, kv;
+  const CostModel& cost_pf = *costs_[static_cast<size_t>(rb_prfaas_)];
+  const CostModel& cost_pd = *costs_[static_cast<size_t>(rb_pd_)];
+  for (double l = 1; l < 2 * hi; l *= 1.5) {
+    PrefillItem it{0, static_cast<int64_t>(std::ceil(l))};
+    t_pf.emplace_back(l, cost_pf.PrefillSeconds({&it, 1}));
+    t_pd.emplace_back(l, cost_pd.PrefillSeconds({&it, 1}));
+    kv.emplace_back(l, topo_.model.TransferBytes(it.new_tokens));
+  }
+  rt::PlannerInputs in{.lengths = std::move(dist)};
+  PRFAAS_ASSIGN_OR_RETURN(in.prfaas_prefill_s, rt::Profile::FromPoints(std::move(t_pf)));
+  PRFAAS_ASSIGN_OR_RETURN(in.pd_prefill_s, rt::Profile::FromPoints(std::move(t_pd)));
+  PRFAAS_ASSIGN_OR_RETURN(in.kv_bytes, rt::Profile::FromPoints(std::move(kv)));
+  in.output_tokens = std::max(out_sum / n, 1.0);
+  const double mean_ctx = in_sum / n + in.output_tokens / 2;
+  in.max_batch = pd.max_decode_batch;
+  in.decode_step_s = cost_pd.DecodeStepSeconds(
+      pd.max_decode_batch, static_cast<int64_t>(mean_ctx * pd.max_decode_batch));
+  in.n_prfaas = pf.prefill_workers;
+  in.n_pd = pd.workers;
+  in.n_homogeneous = std::max(pd.workers, 2);
+  const int l = LinkFor(rb_prfaas_, rb_pd_);
+  in.egress_bps = l >= 0 ? links_[static_cast<size_t>(l)]->capacity_bps() : 0;
+  in.t_step = std::max(1.0, (in.lengths.hi() - in.lengths.lo()) / 200.0);  // as the live one
+  return in;
+}
+
+void Sim::OnRebalance() {
+  // One change at a time: while a flip drains, samples accumulate for the next run. A link that
+  // is down (no egress) is the short-timescale controller's business.
+  if (!flips_.empty() || routed_.size() < static_cast<size_t>(topo_.policy.rebalance_min_samples)) {
+    return;
+  }
+  auto in = PlannerInputsNow();
+  if (!in.ok() || !(in->egress_bps > 0)) return;
+  routed_.clear();
+  const int n_p = CountRole(rb_pd_, rt::WorkerRole::kPrefill);
+  if (n_p < 1 || n_p >= in->n_pd) return;
+  rt::ThresholdController* tc = policy_->threshold_controller();
+  const double current_t = tc == nullptr || tc->threshold() == rt::kNoOffload
+                               ? in->lengths.hi()
+                               : static_cast<double>(tc->threshold());
+  auto advice = rt::AdviseRoles(*in, n_p, current_t, topo_.policy.rebalance_min_gain);
+  if (!advice.ok()) return;
+  // The planner's t becomes the short-timescale controller's base on every run, as live.
+  if (tc != nullptr) {
+    tc->SetBaseThreshold(static_cast<uint32_t>(
+        std::clamp(advice->target_threshold, 0.0, static_cast<double>(rt::kNoOffload - 1))));
+  }
+  RebalanceAdvice rec{now_,
+                      advice->current_n_p,
+                      advice->target_n_p,
+                      advice->target_threshold,
+                      advice->current_lambda,
+                      advice->target_lambda,
+                      advice->flip,
+                      advice->summary};
+  out_.rebalances.push_back(std::move(rec));
+  if (!advice->flip) return;
+
+  // Drain the least-loaded workers of the role that shrinks (ties: the highest index, so the
+  // original prefill-first order is disturbed least); they take the new role once idle.
+  const bool to_prefill = advice->target_n_p > n_p;
+  const rt::WorkerRole from = to_prefill ? rt::WorkerRole::kDecode : rt::WorkerRole::kPrefill;
+  std::vector<std::pair<uint64_t, rt::WorkerIndex>> candidates;
+  for (rt::WorkerIndex w = 0; w < state_.workers.size(); ++w) {
+    const rt::WorkerView& wv = state_.workers[w];
+    if (static_cast<int>(wv.cluster) != rb_pd_ || wv.role != from || wv.draining) continue;
+    uint64_t load =
+        to_prefill ? decode_[static_cast<size_t>(dslot_[w])].assigned : wv.prefill_backlog_tokens;
+    candidates.emplace_back(load, UINT32_MAX - w);
+  }
+  std::sort(candidates.begin(), candidates.end());
+  const size_t count = static_cast<size_t>(std::abs(advice->target_n_p - n_p));
+  for (size_t k = 0; k < count && k < candidates.size(); ++k) {
+    rt::WorkerIndex w = UINT32_MAX - candidates[k].second;
+    state_.workers[w].draining = true;
+    flips_.push_back(PendingFlip{w, to_prefill, now_});
+  }
+  CheckFlips();
+}
+
+// Completes the flips whose workers have drained: a prefill worker with nothing queued or
+// running, a decode worker with no sequence routed to it. Its caches start empty in the new role
+// (the router's index forgets the old prefill blocks).
+void Sim::CheckFlips() {
+  for (size_t k = 0; k < flips_.size();) {
+    const PendingFlip f = flips_[k];
+    rt::WorkerView& wv = state_.workers[f.worker];
+    PrefillWorker& pw = prefill_[static_cast<size_t>(pslot_[f.worker])];
+    DecodeWorker& dw = decode_[static_cast<size_t>(dslot_[f.worker])];
+    const bool idle = f.to_prefill ? dw.assigned == 0 && dw.active.empty() && dw.waiting.empty()
+                                   : wv.queue_depth == 0 && !pw.busy && pw.queue.empty();
+    if (!idle) {
+      ++k;
+      continue;
+    }
+    if (f.to_prefill) {
+      dw.cache = std::make_unique<PrefixCache>(dw.cache_blocks, false);
+      wv.role = rt::WorkerRole::kPrefill;
+    } else {
+      index_->RemoveWorker(f.worker);
+      pw.cache = std::make_unique<PrefixCache>(pw.cache_blocks, state_.model.state_bytes > 0,
+                                               pw.checkpoint_every);
+      wv.role = rt::WorkerRole::kDecode;
+      drain_pending_ = true;  // new decode capacity for the admission queue
+    }
+    wv.draining = false;
+    out_.role_flips.push_back(
+        RoleFlip{f.advised_s, now_, static_cast<int32_t>(f.worker), f.to_prefill});
+    SetIntraCapacity(static_cast<int>(wv.cluster));
+    flips_.erase(flips_.begin() + static_cast<std::ptrdiff_t>(k));
+  }
+}
+
 Result<SimResult> Sim::Run() {
   PRFAAS_RETURN_IF_ERROR(Build());
   const size_t n = trace_.requests.size();
@@ -630,6 +854,8 @@ Result<SimResult> Sim::Run() {
   if (n > 0) Push(trace_.requests[0].arrival_s, Ev::kArrival, 0);
   double period = topo_.policy.controller_period_s;
   if (period > 0) Push(period, Ev::kTick);
+  const double rb_period = topo_.policy.rebalance_period_s;
+  if (rb_pd_ >= 0) Push(rb_period, Ev::kRebalance);
 
   uint64_t events = 0;
   while (!heap_.empty()) {
@@ -650,7 +876,7 @@ Result<SimResult> Sim::Run() {
         RequestRecord& rec = out_.records[e.a];
         rec.prefill_enqueue_s = now_;
         PrefillWorker& pw =
-            prefill_[static_cast<size_t>(slot_of_[static_cast<size_t>(rec.prefill_worker)])];
+            prefill_[static_cast<size_t>(pslot_[static_cast<size_t>(rec.prefill_worker)])];
         pw.queue.push_back(e.a);
         if (!pw.busy) StartPrefill(pw);
         break;
@@ -664,6 +890,10 @@ Result<SimResult> Sim::Run() {
         if (finished_ + dropped_ < n) Push(now_ + period, Ev::kTick);
         drain_pending_ = !pending_.empty();
         break;
+      case Ev::kRebalance:
+        OnRebalance();
+        if (finished_ + dropped_ < n) Push(now_ + rb_period, Ev::kRebalance);
+        break;
       case Ev::kCapacity: {
         Link& lk = *links_[e.a];
         lk.Advance(now_);
@@ -672,6 +902,7 @@ Result<SimResult> Sim::Run() {
         break;
       }
     }
+    if (!flips_.empty()) CheckFlips();
     if (drain_pending_) {
       drain_pending_ = false;
       DrainPending();

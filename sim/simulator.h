@@ -11,8 +11,9 @@
 //    arriving rtt/2 after its last byte; the first token (TTFT) returns when prefill ends;
 //  * decode workers run continuous batching (≤ max_decode_batch sequences, KV within budget);
 //    steps are advanced in segments between batch changes, so cost is per event, not per token;
-//  * the policy's Tick (threshold controller) runs on its own timer; link capacities follow
-//    their bandwidth schedules.
+//  * the policy's Tick (threshold controller, short timescale) and the planner's role rebalancer
+//    (router::AdviseRoles, long timescale: drains and flips PD workers between prefill and
+//    decode) run on their own timers; link capacities follow their bandwidth schedules.
 // Deterministic: same inputs and seed → identical outputs (ties broken by event sequence).
 #pragma once
 
@@ -72,13 +73,33 @@ struct LinkSeries {
   std::vector<double> bucket_capacity_bps;  // capacity at each bucket start
 };
 
+// A worker role change applied by the long-timescale controller (when the drain completed).
+struct RoleFlip {
+  double advised_s = 0;  // the rebalancer decided
+  double done_s = 0;     // the worker finished draining and took its new role
+  int32_t worker = -1;   // router::WorkerIndex
+  bool to_prefill = false;
+};
+
+// One long-timescale controller decision (router::AdviseRoles), flip or not.
+struct RebalanceAdvice {
+  double at_s = 0;
+  int current_n_p = 0, target_n_p = 0;
+  double target_threshold = 0;
+  double current_lambda = 0, target_lambda = 0;
+  bool flip = false;
+  std::string summary;
+};
+
 struct SimResult {
   std::string name;
   std::string policy;
   std::vector<RequestRecord> records;  // indexed by request id
   std::vector<LinkSeries> links;
   std::vector<std::pair<double, uint32_t>> threshold_series;  // (time, t) at each controller tick
-  std::vector<std::string> worker_names;                      // index = router::WorkerIndex
+  std::vector<RebalanceAdvice> rebalances;  // every long-timescale controller decision
+  std::vector<RoleFlip> role_flips;         // applied flips, in completion order
+  std::vector<std::string> worker_names;    // index = router::WorkerIndex
   double bucket_s = 10;
   double end_time_s = 0;
   int64_t prefill_lookup_tokens = 0;  // Σ prompt tokens routed

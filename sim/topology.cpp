@@ -61,6 +61,10 @@ Status ParseCluster(const YAML::Node& n, ClusterSpec& c, const std::string& base
   c.decode_kv_gib = Opt<double>(n, "decode_kv_gib", 0);
   c.prefill_cache_blocks = Opt<int64_t>(n, "prefill_cache_blocks", 0);
   c.decode_cache_blocks = Opt<int64_t>(n, "decode_cache_blocks", 0);
+  c.checkpoint_tokens = Opt<int64_t>(n, "checkpoint_tokens", 0);
+  if (c.checkpoint_tokens < 0) {
+    return InvalidArgument("cluster '" + c.name + "': checkpoint_tokens must be >= 0");
+  }
   c.intra_gbps = Opt<double>(n, "intra_gbps", c.intra_gbps);
   if (c.max_decode_batch <= 0 || c.max_prefill_batch_tokens <= 0) {
     return InvalidArgument("cluster '" + c.name + "': batch limits must be > 0");
@@ -88,11 +92,20 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& name,
 
     const YAML::Node& model = root["model"];
     if (!model) return InvalidArgument(name + ": missing 'model'");
+    // Element sizes: bf16 (GPU serving, the default) or fp32 (the CPU engine).
+    ModelDtypes dtypes;
+    std::string dtype = Opt<std::string>(model, "dtype", "bf16");
+    if (dtype == "fp32") {
+      dtypes = ModelDtypes{4, 4, 4, 4};
+    } else if (dtype != "bf16") {
+      return InvalidArgument(name + ": model.dtype must be bf16 or fp32, got '" + dtype + "'");
+    }
     if (model["preset"]) {
-      PRFAAS_ASSIGN_OR_RETURN(t.model, ModelPreset(model["preset"].as<std::string>()));
+      PRFAAS_ASSIGN_OR_RETURN(t.model, ModelPreset(model["preset"].as<std::string>(), dtypes));
     } else if (model["config"]) {
-      PRFAAS_ASSIGN_OR_RETURN(
-          t.model, ModelFromConfigJson(Resolve(base, model["config"].as<std::string>())));
+      auto m = ModelFromConfigJson(Resolve(base, model["config"].as<std::string>()), dtypes);
+      if (!m.ok()) return m.status().WithContext(name + ": model.config");
+      t.model = std::move(m).value();
     } else {
       return InvalidArgument(name + ": model needs 'preset' or 'config'");
     }
@@ -101,6 +114,9 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& name,
       t.model.kv_bytes_per_token = model["kv_bytes_per_token"].as<double>();
     if (model["state_bytes_per_seq"])
       t.model.state_bytes_per_seq = model["state_bytes_per_seq"].as<double>();
+    // Parameter counts for models the engine's parser sizes as dense (e.g. an MoE variant).
+    if (model["total_params"]) t.model.total_params = model["total_params"].as<double>();
+    if (model["active_params"]) t.model.active_params = model["active_params"].as<double>();
 
     if (!root["clusters"] || !root["clusters"].IsSequence() || root["clusters"].size() == 0) {
       return InvalidArgument(name + ": 'clusters' must be a non-empty list");
@@ -158,6 +174,17 @@ Result<Topology> ParseTopology(const std::string& text, const std::string& name,
           Opt<std::string>(p, "reserve_decode_at", t.policy.reserve_decode_at);
       if (t.policy.reserve_decode_at != "route" && t.policy.reserve_decode_at != "handoff") {
         return InvalidArgument(name + ": policy.reserve_decode_at must be route or handoff");
+      }
+      if (const YAML::Node& rb = p["rebalance"]) {
+        t.policy.rebalance_period_s = Opt<double>(rb, "period_s", 0);
+        t.policy.rebalance_min_gain = Opt<double>(rb, "min_gain", t.policy.rebalance_min_gain);
+        t.policy.rebalance_min_samples =
+            Opt<int>(rb, "min_samples", t.policy.rebalance_min_samples);
+        if (t.policy.rebalance_period_s < 0 || t.policy.rebalance_min_gain < 0 ||
+            t.policy.rebalance_min_samples < 1) {
+          return InvalidArgument(
+              name + ": policy.rebalance needs period_s >= 0, min_gain >= 0, min_samples >= 1");
+        }
       }
       if (p["params"]) {
         for (const auto& kv : p["params"])

@@ -45,6 +45,9 @@ struct ClusterSpec {
   // Prefix cache capacity per worker in cache blocks (0 = no prefix cache).
   int64_t prefill_cache_blocks = 0;
   int64_t decode_cache_blocks = 0;
+  // State checkpoints of the prefill prefix cache every this many tokens, a multiple of the trace
+  // block (the live worker's --checkpoint-interval); 0 = one at the end of each stored prompt.
+  int64_t checkpoint_tokens = 0;
   double intra_gbps = 800;  // per-worker intra-cluster (RDMA) bandwidth for PD hand-off
 };
 
@@ -77,6 +80,15 @@ struct PolicySpec {
   std::string reserve_decode_at = "route";
   // Free-form knobs passed through to the policy library.
   std::map<std::string, double> params;
+  // Long-timescale controller, the planner's role rebalancer as the live router runs it
+  // (router/service/rebalancer.h), on its own timer: every `rebalance_period_s` (0 = off) it
+  // takes the uncached lengths routed since its last run (once there are `rebalance_min_samples`),
+  // asks router::AdviseRoles for the best t and N_p/N_d, hands t to the threshold controller as its
+  // base, and when the split gains at least `rebalance_min_gain` drains and flips PD workers
+  // between prefill and decode. Needs one prfaas and one pd cluster.
+  double rebalance_period_s = 0;
+  double rebalance_min_gain = 0.05;
+  int rebalance_min_samples = 32;
 };
 
 struct Topology {

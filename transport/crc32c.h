@@ -12,6 +12,8 @@ namespace prfaas::transport {
 
 uint32_t Crc32c(const void* data, size_t size);
 uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size);
+// CRC of A||B from crc_a = Crc32c(A), crc_b = Crc32c(B) and len_b = |B|, without the bytes.
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 // Explicit paths, exposed so tests can check them against each other.
 uint32_t Crc32cExtendPortable(uint32_t crc, const void* data, size_t size);

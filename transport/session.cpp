@@ -10,6 +10,9 @@
 #include <random>
 
 #include "transport/crc32c.h"
+#ifdef PRFAAS_HAVE_CUDA_STAGING
+#include "transport/staging_cuda.h"
+#endif
 
 namespace prfaas::transport::internal {
 
@@ -40,18 +43,62 @@ const char* AbortCodeName(AbortCode c) {
   return "unknown";
 }
 
-// Segment buffers of 2 MiB and up are 2 MiB-aligned and ask for transparent huge pages: the
-// receiver writes every byte of a fresh buffer once, and 4 KiB page faults were a large share
-// of its CPU time.
+// Receive buffers of 2 MiB and up come from a process-wide pool of 2 MiB-aligned blocks that
+// ask for transparent huge pages. A fresh multi-MiB allocation is a new mmap the kernel zeroes
+// and faults in page by page, which cost about as much CPU as receiving the bytes; a recycled
+// block costs nothing. The consumer returns a block by dropping the Segment's shared_ptr.
+class SegmentPool {
+ public:
+  static constexpr size_t kHuge = 2u << 20;
+  static constexpr size_t kMaxCachedBytes = 256u << 20;
+
+  static SegmentPool& Get() {
+    static SegmentPool* pool = new SegmentPool;  // never destroyed: deleters may run at exit
+    return *pool;
+  }
+
+  std::shared_ptr<std::byte[]> Alloc(uint64_t n) {
+    if (n < kHuge) return std::shared_ptr<std::byte[]>(new std::byte[std::max<uint64_t>(n, 1)]);
+    const size_t rounded = (n + kHuge - 1) / kHuge * kHuge;
+    void* p = nullptr;
+    {
+      std::lock_guard lk(mu_);
+      auto it = free_.find(rounded);
+      if (it != free_.end() && !it->second.empty()) {
+        p = it->second.back();
+        it->second.pop_back();
+        cached_ -= rounded;
+      }
+    }
+    if (!p) {
+      p = std::aligned_alloc(kHuge, rounded);
+      if (!p) throw std::bad_alloc();
+      ::madvise(p, rounded, MADV_HUGEPAGE);
+    }
+    return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p),
+                                        [this, rounded](std::byte* q) { Release(q, rounded); });
+  }
+
+ private:
+  void Release(void* p, size_t rounded) {
+    {
+      std::lock_guard lk(mu_);
+      if (cached_ + rounded <= kMaxCachedBytes) {
+        free_[rounded].push_back(p);
+        cached_ += rounded;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;  // rounded size -> idle blocks
+  size_t cached_ = 0;
+};
+
 std::shared_ptr<std::byte[]> AllocSegment(uint64_t n) {
-  constexpr size_t kHuge = 2u << 20;
-  if (n < kHuge) return std::shared_ptr<std::byte[]>(new std::byte[std::max<uint64_t>(n, 1)]);
-  const size_t rounded = (n + kHuge - 1) / kHuge * kHuge;
-  void* p = std::aligned_alloc(kHuge, rounded);
-  if (!p) throw std::bad_alloc();
-  ::madvise(p, rounded, MADV_HUGEPAGE);
-  return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p),
-                                      [](std::byte* q) { std::free(q); });
+  return SegmentPool::Get().Alloc(n);
 }
 
 std::vector<std::byte> AbortFrame(uint64_t ticket, AbortCode code, const std::string& reason) {
@@ -77,12 +124,13 @@ class TxBundle : public std::enable_shared_from_this<TxBundle> {
   }
 
   Status Append(const SegmentInfo& info, ConstBuffer data) {
+#ifndef PRFAAS_HAVE_CUDA_STAGING
     if (data.memory != MemoryKind::kHost)
       return Unimplemented("device memory needs the CUDA staging ring (not built)");
+#endif
     if (data.size > 0 && data.data == nullptr) return InvalidArgument("null segment data");
     if (info.block_end < info.block_begin) return InvalidArgument("reversed block range");
-    uint32_t index;
-    uint16_t ordinal;
+    wire::DataDesc d;
     {
       std::lock_guard lk(mu_);
       if (!status_.ok()) return status_;
@@ -97,31 +145,19 @@ class TxBundle : public std::enable_shared_from_this<TxBundle> {
                                  std::to_string(ticket_.budget_bytes - appended_) + " of " +
                                  std::to_string(ticket_.budget_bytes) + " bytes left)");
       appended_ += data.size;
-      index = segments_++;
-      ordinal = seg_in_layer_[info.layer]++;
+      d.seg_index = segments_++;
+      d.seg_in_layer = seg_in_layer_[info.layer]++;
     }
-    const auto* base = static_cast<const std::byte*>(data.data);
-    wire::DataDesc d;
-    d.seg_index = index;
     d.info = info;
-    d.seg_in_layer = ordinal;
-    d.seg_crc = Crc32c(base, data.size);
     d.seg_length = data.size;
+    const auto* base = static_cast<const std::byte*>(data.data);
+    if (data.memory == MemoryKind::kDevice) return AppendDevice(d, base);
+    d.seg_crc = Crc32c(base, data.size);
     const size_t chunk = std::max<size_t>(core_->options_.chunk_bytes, 4096);
     size_t off = 0;
     do {
-      size_t n = std::min(chunk, data.size - off);
-      d.chunk_offset = off;
-      OutFrame f;
-      f.head.resize(wire::kFrameHeaderSize + wire::kDataDescSize);
-      wire::FrameHeader h;
-      h.type = FrameType::kData;
-      h.ticket = ticket_.id;
-      h.body_len = static_cast<uint32_t>(wire::kDataDescSize + n);
-      wire::EncodeFrameHeader(h, f.head.data());
-      wire::EncodeDataDesc(d, f.head.data() + wire::kFrameHeaderSize);
-      f.payload = {base + off, n};
-      PRFAAS_RETURN_IF_ERROR(SendOwned(-1, std::move(f), false));
+      const size_t n = std::min(chunk, data.size - off);
+      PRFAAS_RETURN_IF_ERROR(SendChunk(d, off, {base + off, n}, nullptr));
       off += n;
     } while (off < data.size);
     return Status::Ok();
@@ -202,6 +238,72 @@ class TxBundle : public std::enable_shared_from_this<TxBundle> {
     peer_knows_ = peer_knows;
     failed_.store(true, std::memory_order_release);
     cv_.notify_all();
+  }
+
+  // Queues one DATA frame: payload at offset `off` of the segment described by d.
+  Status SendChunk(wire::DataDesc d, size_t off, std::span<const std::byte> payload,
+                   std::shared_ptr<const void> keep) {
+    d.chunk_offset = off;
+    OutFrame f;
+    f.head.resize(wire::kFrameHeaderSize + wire::kDataDescSize);
+    wire::FrameHeader h;
+    h.type = FrameType::kData;
+    h.ticket = ticket_.id;
+    h.body_len = static_cast<uint32_t>(wire::kDataDescSize + payload.size());
+    wire::EncodeFrameHeader(h, f.head.data());
+    wire::EncodeDataDesc(d, f.head.data() + wire::kFrameHeaderSize);
+    f.payload = payload;
+    f.keep = std::move(keep);
+    return SendOwned(-1, std::move(f), false);
+  }
+
+  // Device memory: every chunk is copied into a pinned staging slot and sent from there. The
+  // segment's CRC must be in every chunk's descriptor, so a segment that fits in the ring is
+  // staged whole first; a larger one is streamed through the ring twice (once for the CRC, once
+  // to send), which keeps pinned memory bounded at the cost of a second device-to-host copy.
+  Status AppendDevice(wire::DataDesc d, const std::byte* src) {
+#ifdef PRFAAS_HAVE_CUDA_STAGING
+    PRFAAS_ASSIGN_OR_RETURN(auto ring, core_->Staging());
+    const size_t piece = ring->slot_bytes();
+    const auto wait = core_->options_.idle_timeout;
+    const size_t size = d.seg_length;
+    if (size <= ring->capacity()) {
+      std::vector<std::shared_ptr<const std::byte>> staged;
+      uint32_t crc = 0;
+      for (size_t off = 0; off < size; off += piece) {
+        const size_t n = std::min(piece, size - off);
+        PRFAAS_ASSIGN_OR_RETURN(auto slot, ring->Stage(src + off, n, wait));
+        crc = Crc32cExtend(crc, slot.get(), n);
+        staged.push_back(std::move(slot));
+      }
+      d.seg_crc = crc;
+      if (size == 0) return SendChunk(d, 0, {}, nullptr);
+      for (size_t i = 0, off = 0; off < size; ++i, off += piece) {
+        const size_t n = std::min(piece, size - off);
+        auto data = staged[i].get();
+        PRFAAS_RETURN_IF_ERROR(SendChunk(d, off, {data, n}, std::move(staged[i])));
+      }
+      return Status::Ok();
+    }
+    uint32_t crc = 0;
+    for (size_t off = 0; off < size; off += piece) {
+      const size_t n = std::min(piece, size - off);
+      PRFAAS_ASSIGN_OR_RETURN(auto slot, ring->Stage(src + off, n, wait));
+      crc = Crc32cExtend(crc, slot.get(), n);
+    }
+    d.seg_crc = crc;
+    for (size_t off = 0; off < size; off += piece) {
+      const size_t n = std::min(piece, size - off);
+      PRFAAS_ASSIGN_OR_RETURN(auto slot, ring->Stage(src + off, n, wait));
+      auto data = slot.get();
+      PRFAAS_RETURN_IF_ERROR(SendChunk(d, off, {data, n}, std::move(slot)));
+    }
+    return Status::Ok();
+#else
+    (void)d;
+    (void)src;
+    return Unimplemented("device memory needs the CUDA staging ring (not built)");
+#endif
   }
 
   Status SendOwned(int stripe, OutFrame f, bool control) {
@@ -298,7 +400,8 @@ SenderCore::SenderCore(CommonOptions options, std::string peer)
     : options_(std::move(options)),
       peer_(std::move(peer)),
       metrics_(RegistryOr(options_.registry),
-               options_.peer_label.empty() ? peer_ : options_.peer_label),
+               options_.peer_label.empty() ? peer_ : options_.peer_label,
+               options_.peer_cluster.empty() ? "unknown" : options_.peer_cluster),
       last_progress_(Clock::now()) {
   ticker_ = std::thread([this] {
     std::unique_lock lk(tick_mu_);
@@ -449,9 +552,12 @@ void SenderCore::OnLinkFailed(const Status& reason) {
   }
   spdlog::warn("transport: link to {} failed: {}", peer_, reason.ToString());
   window_cv_.notify_all();
-  if (sink) sink->Fail(reason);
+  // Bundles learn the link's reason before the connections go down: otherwise a reply the
+  // receiver sends about the teardown (e.g. connection_lost on a surviving stripe) could land
+  // first and replace the reason.
   for (auto& b : victims)
     b->FailFromPeer(Status(reason.code(), "link to " + peer_ + " failed: " + reason.message()));
+  if (sink) sink->Fail(reason);
 }
 
 void SenderCore::Unregister(uint64_t ticket, bool committed) {
@@ -484,6 +590,20 @@ void SenderCore::Tick() {
     metrics_.retransmits.Inc(static_cast<double>(k.retransmits - retrans_reported_));
     retrans_reported_ = k.retransmits;
   }
+}
+
+Result<std::shared_ptr<StagingRing>> SenderCore::Staging() {
+#ifdef PRFAAS_HAVE_CUDA_STAGING
+  std::lock_guard lk(staging_mu_);
+  if (!staging_) {
+    const size_t slot = std::max<size_t>(options_.chunk_bytes, 4096);
+    PRFAAS_ASSIGN_OR_RETURN(staging_,
+                            StagingRing::Create(slot, std::max(2, options_.staging_slots)));
+  }
+  return staging_;
+#else
+  return Unimplemented("device memory needs the CUDA staging ring (not built)");
+#endif
 }
 
 LinkStats SenderCore::Stats() const {
@@ -525,6 +645,10 @@ RxCore::RxCore(CommonOptions options, ReceiverCallbacks callbacks, std::string e
       callbacks_(std::move(callbacks)),
       endpoint_(std::move(endpoint)),
       metrics_(RegistryOr(options_.registry), endpoint_) {
+  // Every abort reason exported from the start at 0, so alerts on its rate see the series.
+  for (uint16_t c = uint16_t(AbortCode::kSenderAbort); c <= uint16_t(AbortCode::kShutdown); ++c) {
+    metrics_.Abort(AbortCodeName(static_cast<AbortCode>(c)));
+  }
   std::random_device rd;
   next_ticket_ = ((uint64_t{rd()} << 32) ^ rd()) | 1;  // tickets of different receivers differ
   ticker_ = std::thread([this] {
@@ -819,12 +943,20 @@ ChunkTarget RxCore::BeginChunk(const std::shared_ptr<ReplyPath>& from, uint64_t 
       }
       if (tickets_.count(ticket) && s != decltype(s){}) {
         RxSegment& seg = s->second;
-        if (!seg.chunk_offsets.insert(d.chunk_offset).second ||
-            seg.received + d.chunk_len > seg.length) {
+        bool overlaps = d.chunk_offset + d.chunk_len > seg.length;
+        auto next = seg.chunks.lower_bound(d.chunk_offset);
+        if (next != seg.chunks.end() &&
+            next->first < d.chunk_offset + std::max<uint64_t>(d.chunk_len, 1))
+          overlaps = true;
+        if (next != seg.chunks.begin() &&
+            std::prev(next)->first + std::prev(next)->second.len > d.chunk_offset)
+          overlaps = true;
+        if (overlaps || seg.received + d.chunk_len > seg.length) {
           AbortLocked(ticket, AbortCode::kProtocol,
                       "duplicate or overlapping chunk in segment " + std::to_string(d.seg_index),
                       true, p);
         } else {
+          seg.chunks.emplace(d.chunk_offset, RxChunk{d.chunk_len, 0});
           ++t.chunks_in_progress;
           target.buf = seg.buf;
           target.dst = seg.buf.get() + d.chunk_offset;
@@ -838,27 +970,26 @@ ChunkTarget RxCore::BeginChunk(const std::shared_ptr<ReplyPath>& from, uint64_t 
 
 void RxCore::EndChunk(uint64_t ticket, const wire::DataDesc& d, ChunkTarget target) {
   if (!target.dst) return;
+  // Checksum the chunk now, on the connection's thread, while its bytes are still in cache; the
+  // segment's CRC is combined from its chunks' once all have landed.
+  const uint32_t chunk_crc = Crc32c(target.dst, d.chunk_len);
   Pending p;
   std::unique_lock lk(mu_);
   auto it = tickets_.find(ticket);
   if (it == tickets_.end()) return;
   auto s = it->second.segments.find(d.seg_index);
   if (s == it->second.segments.end()) return;
+  if (auto c = s->second.chunks.find(d.chunk_offset); c != s->second.chunks.end())
+    c->second.crc = chunk_crc;
   s->second.received += d.chunk_len;
   received_ += d.chunk_len;
   metrics_.received.Inc(static_cast<double>(d.chunk_len));
   if (s->second.received == s->second.length) {
-    // Verify outside the lock: other connections keep landing chunks meanwhile.
-    auto buf = s->second.buf;
-    const uint64_t len = s->second.length;
+    // Chunks do not overlap and add up to the length, so in offset order they are the segment.
+    uint32_t got = 0;
+    for (const auto& [off, c] : s->second.chunks) got = Crc32cCombine(got, c.crc, c.len);
     const uint32_t want = s->second.crc;
-    lk.unlock();
-    const uint32_t got = Crc32c(buf.get(), len);
-    lk.lock();
-    it = tickets_.find(ticket);
-    if (it == tickets_.end()) return;
     RxTicket& t = it->second;
-    s = t.segments.find(d.seg_index);
     if (got != want) {
       char msg[160];
       std::snprintf(msg, sizeof msg,

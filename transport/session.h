@@ -28,10 +28,12 @@
 namespace prfaas::transport::internal {
 
 class TxBundle;
+class StagingRing;
 
 struct OutFrame {
   std::vector<std::byte> head;         // frame header (+ DATA desc), or a whole control frame
-  std::span<const std::byte> payload;  // borrowed caller memory (DATA only)
+  std::span<const std::byte> payload;  // borrowed caller memory or a staging slot (DATA only)
+  std::shared_ptr<const void> keep;    // a staging slot, released when the frame is destroyed
   uint64_t ticket = 0;
   std::shared_ptr<TxBundle> owner;  // told when the frame is written or dropped; may be null
   size_t size() const { return head.size() + payload.size(); }
@@ -68,6 +70,8 @@ class SenderCore : public std::enable_shared_from_this<SenderCore> {
 
   Result<std::unique_ptr<OutboundBundle>> Begin(const BundleHeader& header, const Ticket& ticket);
   LinkStats Stats() const;
+  // The pinned staging ring for device memory, made on first use (CUDA builds).
+  Result<std::shared_ptr<StagingRing>> Staging();
 
   // Backend callbacks.
   void OnFrameDone(const OutFrame& frame, bool written);
@@ -106,6 +110,9 @@ class SenderCore : public std::enable_shared_from_this<SenderCore> {
   std::condition_variable tick_cv_;
   bool stopping_ = false;
   std::thread ticker_;
+
+  std::mutex staging_mu_;
+  std::shared_ptr<StagingRing> staging_;
 };
 
 // A connection (or in-process peer) the receiver can answer on.
@@ -144,6 +151,10 @@ class RxCore : public std::enable_shared_from_this<RxCore> {
   void OnConnectionLost(const ReplyPath* from, const Status& reason);
 
  private:
+  struct RxChunk {
+    uint64_t len = 0;
+    uint32_t crc = 0;  // CRC-32C of the chunk, set when it has landed
+  };
   struct RxSegment {
     SegmentInfo info;
     uint16_t seg_in_layer = 0;
@@ -151,7 +162,9 @@ class RxCore : public std::enable_shared_from_this<RxCore> {
     uint64_t length = 0;
     std::shared_ptr<std::byte[]> buf;
     uint64_t received = 0;
-    std::set<uint64_t> chunk_offsets;  // rejects duplicates, so received==length means full
+    // offset -> every chunk begun; overlaps are rejected, so received == length means every
+    // byte was written (buffers are reused: stale bytes must never survive).
+    std::map<uint64_t, RxChunk> chunks;
     bool verified = false;
   };
   struct RxTicket {

@@ -13,34 +13,38 @@ metrics::Family<metrics::Counter>& Bundles(metrics::Registry& r) {
 }
 }  // namespace
 
-PeerMetrics::PeerMetrics(metrics::Registry& r, const std::string& peer)
+PeerMetrics::PeerMetrics(metrics::Registry& r, const std::string& peer,
+                         const std::string& peer_cluster)
     : goodput(r.Gauge("prfaas_transport_link_goodput_bytes_per_second",
-                      "EWMA of payload bytes per second over busy intervals.", {"peer"})
-                  .WithLabels({peer})),
+                      "EWMA of payload bytes per second over busy intervals.",
+                      {"peer", "peer_cluster"})
+                  .WithLabels({peer, peer_cluster})),
       in_flight(r.Gauge("prfaas_transport_link_in_flight_bytes",
-                        "Bytes handed to the kernel and not yet acknowledged.", {"peer"})
-                    .WithLabels({peer})),
+                        "Bytes handed to the kernel and not yet acknowledged.",
+                        {"peer", "peer_cluster"})
+                    .WithLabels({peer, peer_cluster})),
       queued(r.Gauge("prfaas_transport_link_queued_bytes",
-                     "Bytes appended but not yet fully written to the kernel.", {"peer"})
-                 .WithLabels({peer})),
+                     "Bytes appended but not yet fully written to the kernel.",
+                     {"peer", "peer_cluster"})
+                 .WithLabels({peer, peer_cluster})),
       rtt(r.Gauge("prfaas_transport_link_rtt_seconds", "Smoothed TCP RTT (max over connections).",
-                  {"peer"})
-              .WithLabels({peer})),
-      connections(
-          r.Gauge("prfaas_transport_link_connections", "Live connections to the peer.", {"peer"})
-              .WithLabels({peer})),
+                  {"peer", "peer_cluster"})
+              .WithLabels({peer, peer_cluster})),
+      connections(r.Gauge("prfaas_transport_link_connections", "Live connections to the peer.",
+                          {"peer", "peer_cluster"})
+                      .WithLabels({peer, peer_cluster})),
       retransmits(r.Counter("prfaas_transport_link_retransmits_total",
-                            "TCP segments retransmitted (TCP_INFO).", {"peer"})
-                      .WithLabels({peer})),
+                            "TCP segments retransmitted (TCP_INFO).", {"peer", "peer_cluster"})
+                      .WithLabels({peer, peer_cluster})),
       sent(r.Counter("prfaas_transport_sent_bytes_total", "Payload bytes written to the peer.",
-                     {"peer"})
-               .WithLabels({peer})),
+                     {"peer", "peer_cluster"})
+               .WithLabels({peer, peer_cluster})),
       committed(Bundles(r).WithLabels({"send", "committed"})),
       aborted(Bundles(r).WithLabels({"send", "aborted"})),
       commit_latency(r.Histogram("prfaas_transport_bundle_duration_seconds",
-                                 "Sender time from Begin to the receiver's commit ACK.", {"peer"},
-                                 metrics::LatencyBuckets())
-                         .WithLabels({peer})) {}
+                                 "Sender time from Begin to the receiver's commit ACK.",
+                                 {"peer", "peer_cluster"}, metrics::LatencyBuckets())
+                         .WithLabels({peer, peer_cluster})) {}
 
 ReceiverMetrics::ReceiverMetrics(metrics::Registry& r, const std::string& endpoint)
     : received(r.Counter("prfaas_transport_received_bytes_total", "Payload bytes received.",

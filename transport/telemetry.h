@@ -10,9 +10,9 @@ namespace prfaas::transport::internal {
 
 metrics::Registry& RegistryOr(metrics::Registry* r);
 
-// Per-peer link metrics of a Sender.
+// Per-peer link metrics of a Sender, labelled {peer, peer_cluster}.
 struct PeerMetrics {
-  PeerMetrics(metrics::Registry& r, const std::string& peer);
+  PeerMetrics(metrics::Registry& r, const std::string& peer, const std::string& peer_cluster);
   metrics::Gauge& goodput;        // prfaas_transport_link_goodput_bytes_per_second
   metrics::Gauge& in_flight;      // prfaas_transport_link_in_flight_bytes
   metrics::Gauge& queued;         // prfaas_transport_link_queued_bytes

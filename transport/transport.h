@@ -50,8 +50,9 @@ inline constexpr uint16_t kProtocolVersion = 1;
 enum class SegmentKind : uint8_t { kAttnKv = 1, kConvState = 2, kSsmState = 3 };
 enum class LayerKind : uint8_t { kFullAttention = 1, kLinearAttention = 2 };
 enum class DType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kFp8E4M3 = 4, kFp8E5M2 = 5, kI8 = 6 };
-// Where a send buffer lives. Only kHost is implemented; kDevice is reserved for the CUDA build's
-// pinned staging ring and is rejected with UNIMPLEMENTED today.
+// Where a send buffer lives. kDevice (CUDA device memory) is staged through a ring of pinned
+// host buffers in CUDA builds (PRFAAS_CUDA) and rejected with UNIMPLEMENTED elsewhere. Receivers
+// always deliver host memory.
 enum class MemoryKind : uint8_t { kHost = 0, kDevice = 1 };
 
 const char* SegmentKindName(SegmentKind k);
@@ -196,6 +197,8 @@ struct CommonOptions {
   size_t chunk_bytes = 1u << 20;          // segments are cut into chunks of this size (striping)
   metrics::Registry* registry = nullptr;  // where Prometheus metrics go; null = DefaultRegistry()
   std::string peer_label;                 // metrics label; default: the peer address
+  std::string peer_cluster = "unknown";   // metrics label: the cluster the peer belongs to
+  int staging_slots = 16;  // CUDA builds: pinned staging buffers of chunk_bytes for device memory
 };
 
 struct TlsOptions {

@@ -38,6 +38,10 @@ void Bind(Cli& c) {
   s.Add("grpc-port", &w.grpc_port, "gRPC port (0 = any free port)").Range(0, 65535);
   s.Add("http-port", &w.http_port, "HTTP port for /metrics and /health").Range(0, 65535);
   s.Add("transport-port", &w.transport_port, "KV transport port").Range(0, 65535);
+  s.Add("transport", &w.transport,
+        "KV transport backend this worker receives on: tcp | ucx (prefill connects with the "
+        "backend named in each ticket)")
+      .OneOf({"tcp", "ucx"});
   s.Add("router", &w.router, "router registry address host:port (empty: static worker list)");
   s.Add("kv-blocks", &w.kv_blocks, "KV cache blocks").Range(1, 1e9);
   s.Add("state-slots", &w.state_slots, "recurrent-state slots").Range(1, 1e7);
@@ -57,12 +61,15 @@ void Bind(Cli& c) {
                    ? std::string()
                    : "is not a multiple of block-size " + std::to_string(w.block_size);
       });
+  s.Add("prefix-cache-generated", &w.prefix_cache_generated,
+        "decode: also cache blocks holding generated tokens (multi-turn reuse; not bit-identical "
+        "to a cold prefill)");
   s.Add("prefill-tokens-per-step", &w.prefill_tokens_per_step,
         "prefill tokens scheduled between two decode steps")
       .Range(1, 1e7);
   s.Add("max-decode-batch", &w.max_decode_batch, "sequences per decode step").Range(1, 1e5);
   s.Add("transport-connections", &w.transport_connections,
-        "parallel TCP connections per decode peer")
+        "parallel connections (TCP) / endpoints (UCX) per decode peer")
       .Range(1, 64);
   s.Add("drain-deadline-seconds", &w.drain_deadline_seconds,
         "how long drain / shutdown waits for in-flight requests")

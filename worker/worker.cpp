@@ -19,6 +19,7 @@
 #include "serving/engine_loop.h"
 #include "serving/grpc_status.h"
 #include "serving/prefix_cache.h"
+#include "transport/endpoint.h"
 
 namespace prfaas::worker {
 
@@ -123,6 +124,7 @@ prfaas::Status Worker::Impl::Init() {
   http_server = std::make_unique<http::Server>(
       http::Server::Options{.bind_address = cfg.host, .port = cfg.http_port});
   http::AddObservabilityRoutes(*http_server, registry, health);
+  http::RegisterProcessMetrics(registry, health);
   PRFAAS_RETURN_IF_ERROR(http_server->Start().WithContext("worker HTTP (--http-port)"));
 
   PRFAAS_ASSIGN_OR_RETURN(model, engine::ResolveModelConfig(cfg.model));
@@ -143,28 +145,35 @@ prfaas::Status Worker::Impl::Init() {
   if (use_cache) {
     cache = std::make_unique<serving::PrefixCache>(
         serving::PrefixCacheOptions{cfg.block_size, cfg.checkpoint_interval,
-                                    cfg.prefix_cache_blocks, cfg.prefix_cache_checkpoints},
+                                    cfg.prefix_cache_blocks, cfg.prefix_cache_checkpoints,
+                                    cfg.prefill_chunk},
         registry);
   }
   capacity = std::make_unique<serving::Capacity>(cfg.kv_blocks, cfg.state_slots);
 
+  PRFAAS_ASSIGN_OR_RETURN(transport::Backend backend, transport::ParseBackend(cfg.transport));
+  if (backend == transport::Backend::kInproc) {
+    return InvalidArgument("--transport inproc only works inside one process; use tcp or ucx");
+  }
   decode::DecodeOptions dopt;
+  dopt.transport_backend = std::string(transport::BackendName(backend));
   dopt.transfer_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(cfg.transfer_timeout_seconds * 1000));
+  dopt.cache_generated_blocks = cfg.prefix_cache_generated;
   decode = std::make_unique<decode::DecodeService>(*loop, *capacity, cache.get(), dopt, registry);
   prefill::PrefillOptions popt;
-  popt.tcp.connections = cfg.transport_connections;
+  popt.transport.tcp.connections = cfg.transport_connections;
+  popt.transport.ucx.connections = cfg.transport_connections;
   prefill =
       std::make_unique<prefill::PrefillService>(*loop, *capacity, cache.get(), popt, registry);
 
-  transport::TcpOptions topt;
   transport::ReceiverCallbacks cbs;
   decode::DecodeService* d = decode.get();
   cbs.on_commit = [d](transport::Bundle&& b) { d->OnBundle(std::move(b)); };
   cbs.on_abort = [d](uint64_t t, const prfaas::Status& why) { d->OnTransferAbort(t, why); };
   PRFAAS_ASSIGN_OR_RETURN(
-      receiver, transport::ListenTcp(cfg.host, static_cast<uint16_t>(cfg.transport_port), topt,
-                                     std::move(cbs)));
+      receiver, transport::Listen(backend, cfg.host, static_cast<uint16_t>(cfg.transport_port),
+                                  transport::EndpointOptions{}, std::move(cbs)));
   decode->SetReceiver(receiver.get());
 
   grpc::ServerBuilder builder;

@@ -30,7 +30,8 @@ struct WorkerConfig {
   int grpc_port = 0;
   int http_port = 0;
   int transport_port = 0;
-  std::string router;  // router registry address host:port ("" = static list)
+  std::string transport = "tcp";  // KV transport backend of the receiver: tcp | ucx
+  std::string router;             // router registry address host:port ("" = static list)
   int64_t kv_blocks = 512;
   int64_t state_slots = 64;
   int64_t block_size = 64;
@@ -38,6 +39,7 @@ struct WorkerConfig {
   int64_t prefix_cache_blocks = 256;      // KV blocks the prefix cache may hold (0 = off)
   int64_t prefix_cache_checkpoints = 16;  // state checkpoints the prefix cache may hold
   int64_t checkpoint_interval = 256;      // C: tokens between state checkpoints
+  bool prefix_cache_generated = false;    // decode: also cache blocks of generated tokens
   int64_t prefill_tokens_per_step = 512;
   int max_decode_batch = 64;
   int transport_connections = 4;

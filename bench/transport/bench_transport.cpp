@@ -1,9 +1,11 @@
 // prfaas_bench_transport: KV transport throughput and latency.
 //
-//   prfaas_bench_transport [--gib N] [--conns 1,2,4,8] [--no-tls] [--no-iperf] [--netns RATE]
+//   prfaas_bench_transport [--gib N] [--conns 1,2,4,8] [--backend tcp|ucx|both] [--no-tls]
+//                          [--no-iperf] [--netns RATE]
 //
 // 1. Loopback throughput: one bundle of --gib GiB in 4 MiB segments over 1/2/4/8 connections,
-//    plaintext and mutual TLS, next to `iperf3 -P N` on 127.0.0.1 at the same N.
+//    plaintext and mutual TLS (tcp backend), the UCX backend over UCX's tcp transport on lo
+//    (--backend ucx|both; N endpoints), next to `iperf3 -P N` on 127.0.0.1 at the same N.
 // 2. Small-bundle latency: Begin..Commit (ACK received) for 64 KiB bundles, p50/p99.
 // 3. --netns RATE (root): 2 GiB across two namespaces joined by a veth shaped with tbf at RATE;
 //    goodput as a share of the rate.
@@ -25,6 +27,7 @@
 
 #include "tests/e2e/transport/netns_util.h"
 #include "tests/unit/transport/test_util.h"
+#include "transport/endpoint.h"
 #include "transport/transport.h"
 
 namespace pt = prfaas::transport;
@@ -75,6 +78,29 @@ bool Open(Endpoints& e, const pt::TcpOptions& rxo, const pt::TcpOptions& txo,
   return e.tx != nullptr;
 }
 
+// Loopback pair through the backend factory (transport/endpoint.h).
+bool OpenLoopback(Endpoints& e, pt::Backend backend, const pt::EndpointOptions& o) {
+  pt::ReceiverCallbacks cb;
+  cb.on_commit = [&e](pt::Bundle&&) {
+    std::lock_guard lk(e.got.mu);
+    e.got.bundles.emplace_back();
+    e.got.cv.notify_all();
+  };
+  auto r = pt::Listen(backend, "127.0.0.1", 0, o, cb);
+  if (!r.ok()) {
+    std::fprintf(stderr, "listen: %s\n", r.status().ToString().c_str());
+    return false;
+  }
+  e.rx = std::move(r).value();
+  auto s = pt::Connect(e.rx->address(), o);
+  if (!s.ok()) {
+    std::fprintf(stderr, "connect: %s\n", s.status().ToString().c_str());
+    return false;
+  }
+  e.tx = std::move(s).value();
+  return true;
+}
+
 // Sends one bundle of `total` bytes in `seg` segments; returns seconds (negative on failure).
 double SendBundle(Endpoints& e, uint64_t total, uint64_t seg, const std::vector<std::byte>& src) {
   pt::TicketSpec spec;
@@ -86,12 +112,19 @@ double SendBundle(Endpoints& e, uint64_t total, uint64_t seg, const std::vector<
   const int layers = static_cast<int>(std::min<uint64_t>(segs, 64));
   auto start = Clock::now();
   auto b = e.tx->Begin(pt::testing::MakeHeader(t, 1, layers), t);
-  if (!b.ok()) return -1;
+  if (!b.ok()) {
+    std::fprintf(stderr, "begin: %s\n", b.status().ToString().c_str());
+    return -1;
+  }
   for (uint64_t i = 0; i < segs; ++i) {
     const uint64_t n = std::min(seg, total - i * seg);
     const std::byte* p = src.data() + (i * seg) % (src.size() - n + 1);
     uint32_t layer = static_cast<uint32_t>(i * layers / segs);
-    if (!(*b)->Append({layer, pt::SegmentKind::kAttnKv, 0, 1, false}, {p, n}).ok()) return -1;
+    prfaas::Status st = (*b)->Append({layer, pt::SegmentKind::kAttnKv, 0, 1, false}, {p, n});
+    if (!st.ok()) {
+      std::fprintf(stderr, "append: %s\n", st.ToString().c_str());
+      return -1;
+    }
   }
   prfaas::Status st = (*b)->Commit();
   if (!st.ok()) {
@@ -159,7 +192,7 @@ bool MakeCerts(const std::filesystem::path& dir) {
 int main(int argc, char** argv) {
   double gib = 1;
   std::vector<int> conns = {1, 2, 4, 8};
-  bool tls = true, iperf = true;
+  bool tls = true, iperf = true, tcp = true, ucx = false;
   std::string netns_rate;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -169,6 +202,14 @@ int main(int argc, char** argv) {
       conns.clear();
       std::stringstream ss(argv[++i]);
       for (std::string x; std::getline(ss, x, ',');) conns.push_back(std::stoi(x));
+    } else if (a == "--backend" && i + 1 < argc) {
+      std::string b = argv[++i];
+      tcp = b == "tcp" || b == "both";
+      ucx = b == "ucx" || b == "both";
+      if (!tcp && !ucx) {
+        std::fprintf(stderr, "--backend takes tcp, ucx or both\n");
+        return 2;
+      }
     } else if (a == "--no-tls")
       tls = false;
     else if (a == "--no-iperf")
@@ -177,7 +218,8 @@ int main(int argc, char** argv) {
       netns_rate = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: %s [--gib N] [--conns 1,2,4,8] [--no-tls] [--no-iperf] [--netns RATE]\n",
+                   "usage: %s [--gib N] [--conns 1,2,4,8] [--backend tcp|ucx|both] [--no-tls] "
+                   "[--no-iperf] [--netns RATE]\n",
                    argv[0]);
       return 2;
     }
@@ -199,13 +241,14 @@ int main(int argc, char** argv) {
   };
 
   std::printf("\n== loopback throughput: %.2f GiB bundle, 4 MiB segments ==\n", gib);
-  std::printf("%-6s %12s %12s %12s %10s %10s\n", "conns", "prfaas_Gbps", "tls_Gbps", "iperf3_Gbps",
-              "vs_iperf", "tls/plain");
+  std::printf("%-6s %12s %12s %12s %12s %10s %10s %10s\n", "conns", "prfaas_Gbps", "tls_Gbps",
+              "ucx_Gbps", "iperf3_Gbps", "vs_iperf", "tls/plain", "ucx/iperf");
+  if (!tcp) tls = false;
   for (int n : conns) {
     pt::TcpOptions o;
     o.connections = n;
-    double plain = -1, secure = -1, ip = -1;
-    {
+    double plain = -1, secure = -1, ip = -1, over_ucx = -1;
+    if (tcp) {
       Endpoints e;
       if (Open(e, o, o)) {
         SendBundle(e, std::min<uint64_t>(total, 256ull << 20), seg, src);  // warm-up
@@ -223,14 +266,28 @@ int main(int argc, char** argv) {
         if (s > 0) secure = total * 8 / s / 1e9;
       }
     }
+    if (ucx) {
+      pt::EndpointOptions eo;
+      eo.ucx.connections = n;
+      eo.ucx.transports = "tcp,self";  // loopback only: UCX's tcp transport on lo
+      eo.ucx.net_devices = "lo";
+      Endpoints e;
+      if (OpenLoopback(e, pt::Backend::kUcx, eo)) {
+        SendBundle(e, std::min<uint64_t>(total, 256ull << 20), seg, src);  // warm-up
+        double s = SendBundle(e, total, seg, src);
+        if (s > 0) over_ucx = total * 8 / s / 1e9;
+      }
+    }
     if (iperf) ip = Iperf(n, 3);
-    std::printf("%-6d %12.2f %12.2f %12.2f %9.0f%% %9.0f%%\n", n, plain, secure, ip,
-                ip > 0 ? plain / ip * 100 : 0, secure > 0 ? secure / plain * 100 : 0);
+    std::printf("%-6d %12.2f %12.2f %12.2f %12.2f %9.0f%% %9.0f%% %9.0f%%\n", n, plain, secure,
+                over_ucx, ip, ip > 0 && plain > 0 ? plain / ip * 100 : 0,
+                secure > 0 && plain > 0 ? secure / plain * 100 : 0,
+                ip > 0 && over_ucx > 0 ? over_ucx / ip * 100 : 0);
     std::fflush(stdout);
   }
 
-  std::printf("\n== small-bundle latency: 64 KiB bundles, 1 connection, plaintext ==\n");
-  {
+  if (tcp) {
+    std::printf("\n== small-bundle latency: 64 KiB bundles, 1 connection, plaintext ==\n");
     pt::TcpOptions o;
     o.connections = 1;
     Endpoints e;

@@ -7,6 +7,7 @@
 #include "prfaas/v1/worker.grpc.pb.h"
 #include "router/registry/registry_service.h"
 #include "router/server/openai.h"
+#include "router/service/role_switch.h"
 
 namespace prfaas::router {
 
@@ -280,20 +281,8 @@ Result<json> AdminService::ForwardDrain(const std::string& worker, bool drain) {
 }
 
 Result<json> AdminService::SetRole(const std::string& worker, const std::string& role_name) {
-  PRFAAS_ASSIGN_OR_RETURN(WorkerIndex w, directory_.Find(worker));
   PRFAAS_ASSIGN_OR_RETURN(WorkerRole role, ParseWorkerRole(role_name));
-  auto stub = v1::WorkerAdmin::NewStub(directory_.Channel(w));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  v1::SetRoleRequest req;
-  req.set_role(role == WorkerRole::kPrefill  ? v1::WORKER_ROLE_PREFILL
-               : role == WorkerRole::kDecode ? v1::WORKER_ROLE_DECODE
-                                             : v1::WORKER_ROLE_BOTH);
-  req.set_drain_deadline_seconds(30);
-  v1::SetRoleReply rep;
-  grpc::Status s = stub->SetRole(&ctx, req, &rep);
-  if (!s.ok()) return FromGrpc(s, fmt::format("worker {} SetRole", worker));
-  PRFAAS_RETURN_IF_ERROR(directory_.SetRole(worker, role));
+  PRFAAS_RETURN_IF_ERROR(SwitchWorkerRole(directory_, worker, role, std::chrono::seconds(30)));
   return json{{"worker", worker}, {"role", std::string(WorkerRoleName(role))}};
 }
 

@@ -1,6 +1,7 @@
 #include "router/registry/directory.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
@@ -103,16 +104,28 @@ WorkerDirectory::WorkerDirectory(Options options, std::unique_ptr<Policy> policy
       policy_name_(options_.policy) {
   state_.model.block_tokens = static_cast<uint32_t>(options_.block_size);
   state_.cache = &cache_;
+  if (metrics::Registry* reg = options_.registry) {
+    lookup_tokens_ = &reg->Counter(
+        "prfaas_router_cache_lookup_tokens_total",
+        "Prompt tokens looked up in the global cache index, per cluster.", {"target_cluster"});
+    hit_tokens_ = &reg->Counter(
+        "prfaas_router_cache_hit_tokens_total",
+        "Looked-up tokens the cluster's best worker holds: attention prefix and usable hit.",
+        {"target_cluster", "kind"});
+    cache_events_ = &reg->Counter("prfaas_router_cache_events_total",
+                                  "Block entries stored in / evicted from the global cache index.",
+                                  {"target_cluster", "event"});
+  }
 }
 
-ClusterIndex WorkerDirectory::ClusterFor(const std::string& name, ClusterKind kind) {
+ClusterIndex WorkerDirectory::ClusterFor(const std::string& name, std::optional<ClusterKind> kind) {
   for (size_t c = 0; c < state_.clusters.size(); ++c) {
     if (state_.clusters[c].name == name) {
-      state_.clusters[c].kind = kind;
+      if (kind) state_.clusters[c].kind = *kind;
       return static_cast<ClusterIndex>(c);
     }
   }
-  state_.clusters.push_back(ClusterView{name, kind});
+  state_.clusters.push_back(ClusterView{name, kind.value_or(ClusterKind::kPd)});
   return static_cast<ClusterIndex>(state_.clusters.size() - 1);
 }
 
@@ -155,9 +168,10 @@ Result<WorkerIndex> WorkerDirectory::Register(const WorkerInfo& info, TimePoint 
 
 void WorkerDirectory::AddLink(const LinkSpec& link) {
   std::lock_guard lock(mu_);
-  // Unknown clusters are created as PD; a later registration fixes the kind.
-  ClusterIndex src = ClusterFor(link.src, ClusterKind::kPd);
-  ClusterIndex dst = ClusterFor(link.dst, ClusterKind::kPd);
+  // Unknown clusters are created as PD; a later registration fixes the kind. A known cluster
+  // keeps the kind its workers gave it.
+  ClusterIndex src = ClusterFor(link.src, std::nullopt);
+  ClusterIndex dst = ClusterFor(link.dst, std::nullopt);
   for (auto& l : state_.links) {
     if (l.src == src && l.dst == dst) {
       l.nominal_bps = link.gbps * 1e9;
@@ -244,6 +258,26 @@ Status WorkerDirectory::ApplyCache(std::string_view worker_id, const v1::CacheEv
   if (w == kNoWorker) return NotFound(fmt::format("worker '{}' is not registered", worker_id));
   std::span<const uint64_t> hashes(event.block_hashes().data(),
                                    static_cast<size_t>(event.block_hashes_size()));
+  if (cache_events_ != nullptr) {
+    const std::string& cluster = state_.clusters[state_.workers[w].cluster].name;
+    switch (event.kind()) {
+      case v1::CacheEvent::KIND_ATTN_STORED:
+      case v1::CacheEvent::KIND_CHECKPOINT_STORED:
+        cache_events_->WithLabels({cluster, "stored"}).Inc(static_cast<double>(hashes.size()));
+        break;
+      case v1::CacheEvent::KIND_ATTN_EVICTED:
+      case v1::CacheEvent::KIND_CHECKPOINT_EVICTED:
+        cache_events_->WithLabels({cluster, "evicted"}).Inc(static_cast<double>(hashes.size()));
+        break;
+      case v1::CacheEvent::KIND_CLEARED: {
+        const WorkerEntries held = cache_.entries_of(w);
+        cache_events_->WithLabels({cluster, "evicted"})
+            .Inc(static_cast<double>(held.attention + held.checkpoints));
+        break;
+      }
+      default: break;
+    }
+  }
   switch (event.kind()) {
     case v1::CacheEvent::KIND_ATTN_STORED: cache_.AddBlocks(w, hashes); break;
     case v1::CacheEvent::KIND_ATTN_EVICTED: cache_.RemoveBlocks(w, hashes); break;
@@ -313,7 +347,14 @@ Decision WorkerDirectory::Route(const RequestInfo& request, const std::vector<Wo
   }
   Decision d = policy_->Route(request, state_, now);
   for (WorkerIndex w : flipped) state_.workers[w].healthy = true;
+  if (charge) CountLookupLocked(request);
   if (charge && d.ok()) {
+    constexpr size_t kMaxLengths = 100000;
+    if (uncached_lengths_.size() >= kMaxLengths) {
+      uncached_lengths_.erase(uncached_lengths_.begin(),
+                              uncached_lengths_.begin() + kMaxLengths / 2);
+    }
+    uncached_lengths_.push_back(d.uncached_tokens);
     if (d.prefill_worker != kNoWorker && d.path != PrefillPath::kColocated) {
       extra_[d.prefill_worker].inflight_prefill += 1;
       extra_[d.prefill_worker].inflight_prefill_tokens += d.uncached_tokens;
@@ -356,6 +397,33 @@ Decision WorkerDirectory::RouteDecodeOnly(const RequestInfo& request,
   extra_[dw].inflight_decode += 1;
   SyncLoadLocked(dw);
   return d;
+}
+
+void WorkerDirectory::CountLookupLocked(const RequestInfo& request) {
+  if (lookup_tokens_ == nullptr) return;
+  const size_t n = state_.clusters.size();
+  std::vector<uint32_t> attention(n, 0), usable(n, 0);
+  cache_.Match(request.block_hashes, &hits_scratch_);
+  for (const WorkerHit& hit : hits_scratch_) {
+    const ClusterIndex c = state_.workers[hit.worker].cluster;
+    attention[c] = std::max(attention[c], hit.attention_blocks);
+    usable[c] = std::max(usable[c], hit.effective_blocks);
+  }
+  const uint64_t block = static_cast<uint64_t>(options_.block_size);
+  auto tokens = [&](uint32_t blocks) {
+    return static_cast<double>(std::min<uint64_t>(blocks * block, request.prompt_tokens));
+  };
+  for (ClusterIndex c = 0; c < n; ++c) {
+    const std::string& name = state_.clusters[c].name;
+    lookup_tokens_->WithLabels({name}).Inc(request.prompt_tokens);
+    hit_tokens_->WithLabels({name, "attention"}).Inc(tokens(attention[c]));
+    hit_tokens_->WithLabels({name, "checkpoint"}).Inc(tokens(usable[c]));
+  }
+}
+
+std::vector<double> WorkerDirectory::TakeUncachedLengths() {
+  std::lock_guard lock(mu_);
+  return std::exchange(uncached_lengths_, {});
 }
 
 void WorkerDirectory::ReleasePrefill(WorkerIndex w, uint32_t uncached_tokens) {

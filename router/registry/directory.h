@@ -17,11 +17,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "common/metrics.h"
 #include "common/status.h"
 #include "router/policy/policy.h"
 #include "router/state/cache_index.h"
@@ -77,6 +79,9 @@ class WorkerDirectory {
     uint32_t max_batch = 0;  // decode batch cap assumed for every worker (0 = unknown)
     std::string policy = "prfaas";
     PolicyConfig policy_config;
+    // Where the cache-index counters go (prfaas_router_cache_*_total, docs/metrics.md); null =
+    // not exported (tests, tools).
+    metrics::Registry* registry = nullptr;
   };
 
   // InvalidArgument when the policy name is unknown.
@@ -112,6 +117,9 @@ class WorkerDirectory {
   Decision RouteDecodeOnly(const RequestInfo& request, const std::vector<WorkerIndex>& exclude,
                            TimePoint now);
   void ReleasePrefill(WorkerIndex w, uint32_t uncached_tokens);
+  // Uncached prompt lengths of the requests routed (charged) since the last call, oldest first;
+  // at most the last 100,000 are kept. Input of the long-timescale rebalancer.
+  std::vector<double> TakeUncachedLengths();
   void ReleaseDecode(WorkerIndex w);
 
   // gRPC channel to a worker (created once, shared).
@@ -157,11 +165,15 @@ class WorkerDirectory {
   };
 
   explicit WorkerDirectory(Options options, std::unique_ptr<Policy> policy);
-  ClusterIndex ClusterFor(const std::string& name, ClusterKind kind);  // under mu_
+  // Finds or adds a cluster; `kind` (when given) sets its kind. Under mu_.
+  ClusterIndex ClusterFor(const std::string& name, std::optional<ClusterKind> kind);
   WorkerIndex FindLocked(std::string_view id) const;
   void UpdateHealthLocked(WorkerIndex w, TimePoint now);
   void RecomputeLinksLocked();
   void SyncLoadLocked(WorkerIndex w);
+  // Books the index lookup of a routed request: per cluster, the prompt tokens looked up and the
+  // best worker's attention and usable (checkpoint-limited) hits.
+  void CountLookupLocked(const RequestInfo& request);
 
   Options options_;
   std::mutex mu_;
@@ -171,6 +183,11 @@ class WorkerDirectory {
   std::string policy_name_;
   std::vector<Extra> extra_;  // parallel to state_.workers
   std::unordered_map<std::string, WorkerIndex> by_id_;
+  metrics::Family<metrics::Counter>* lookup_tokens_ = nullptr;
+  metrics::Family<metrics::Counter>* hit_tokens_ = nullptr;
+  metrics::Family<metrics::Counter>* cache_events_ = nullptr;
+  std::vector<WorkerHit> hits_scratch_;
+  std::vector<double> uncached_lengths_;
 };
 
 }  // namespace prfaas::router

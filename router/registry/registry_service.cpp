@@ -1,5 +1,7 @@
 #include "router/registry/registry_service.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -37,6 +39,10 @@ grpc::Status RegistryService::Register(grpc::ServerContext*, const v1::RegisterR
   }
   auto w = directory_.Register(info, Now());
   if (!w.ok()) return ToGrpc(w.status());
+  if (!info.transport_endpoint.empty()) {
+    std::lock_guard lock(mu_);
+    cluster_by_transport_[info.transport_endpoint] = info.cluster;
+  }
   reply->set_heartbeat_interval_seconds(
       std::chrono::duration<double>(directory_.heartbeat_interval()).count());
   return grpc::Status::OK;
@@ -49,6 +55,7 @@ grpc::Status RegistryService::Publish(grpc::ServerContext*,
   while (reader->Read(&event)) {
     Status s;
     if (event.has_load()) {
+      NormaliseLinkTelemetry(event.worker_id(), *event.mutable_load());
       s = directory_.ApplyLoad(event.worker_id(), event.load(), Now());
     } else if (event.has_cache()) {
       s = directory_.ApplyCache(event.worker_id(), event.cache());
@@ -57,6 +64,33 @@ grpc::Status RegistryService::Publish(grpc::ServerContext*,
     if (!s.ok()) return ToGrpc(s);
   }
   return grpc::Status::OK;
+}
+
+void RegistryService::NormaliseLinkTelemetry(const std::string& worker_id, v1::LoadReport& load) {
+  if (load.links_size() == 0) return;
+  std::lock_guard lock(mu_);
+  for (auto& link : *load.mutable_links()) {
+    int64_t& held_retransmits = retransmits_held_[worker_id + "|" + link.peer_endpoint()];
+    if (link.peer_cluster().empty()) {
+      auto it = cluster_by_transport_.find(link.peer_endpoint());
+      if (it != cluster_by_transport_.end()) link.set_peer_cluster(it->second);
+    }
+    if (link.bytes_in_flight() + link.queued_bytes() == 0) {
+      // Idle sender: the goodput EWMA (busy intervals only) and TCP_INFO's RTT (updated by ACKs)
+      // still hold the values of the last transfer. Reported as they are they would keep the
+      // controller raising t forever after one slow transfer; an idle link carries no pressure.
+      // Retransmits are held at the last busy report: the directory turns their increase into a
+      // rate with the reported goodput, so they must arrive together with a busy goodput.
+      link.set_goodput_bytes_per_second(0);
+      link.set_rtt_seconds(0);
+      link.set_retransmits_total(held_retransmits);
+      continue;
+    }
+    held_retransmits = link.retransmits_total();
+    if (link.rtt_seconds() > 0) {
+      link.set_rtt_seconds(std::max(link.rtt_seconds(), kMinLinkRttSeconds));
+    }
+  }
 }
 
 }  // namespace prfaas::router

@@ -4,12 +4,32 @@
 // Publish is a client stream of WorkerEvents: load reports (which double as heartbeats) and cache
 // events (stored/evicted attention blocks and state checkpoints), applied in arrival order. A
 // worker that stops publishing is marked down by the directory's heartbeat expiry.
+//
+// Link telemetry in load reports is normalised before the directory sees it (the threshold
+// controller's link signals come from it):
+//   * `peer_cluster` left empty (a worker knows the ticket's transport endpoint, not the decode
+//     worker's cluster) is filled in from the transport endpoints announced at registration, so
+//     the directory can aggregate per PrfaaS -> PD link; unknown endpoints stay unattributed;
+//   * an idle sender (nothing in flight or queued) reports goodput and RTT 0: both keep the
+//     last transfer's values in the transport, and stale values must not hold t up; its
+//     retransmit total is held at the last busy report (the directory rates retransmits by
+//     the reported goodput);
+//   * RTTs are floored at kMinLinkRttSeconds, the base a short cross-datacenter path has: on a
+//     LAN or veth path the base RTT is tens of microseconds and one bundle's own queueing would
+//     read as a 50x RTT inflation.
 #pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "prfaas/v1/router.grpc.pb.h"
 #include "router/registry/directory.h"
 
 namespace prfaas::router {
+
+inline constexpr double kMinLinkRttSeconds = 0.010;
 
 class RegistryService final : public v1::Registry::Service {
  public:
@@ -21,7 +41,12 @@ class RegistryService final : public v1::Registry::Service {
                        v1::PublishAck* reply) override;
 
  private:
+  void NormaliseLinkTelemetry(const std::string& worker_id, v1::LoadReport& load);
+
   WorkerDirectory& directory_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::string> cluster_by_transport_;  // endpoint -> cluster
+  std::unordered_map<std::string, int64_t> retransmits_held_;  // "worker|peer" -> last busy total
 };
 
 // Maps a prfaas Status onto a gRPC status with the same code and message.

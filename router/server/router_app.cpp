@@ -21,6 +21,7 @@ class RouterApp::Impl {
  public:
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Orchestrator> orchestrator;
+  std::unique_ptr<Rebalancer> rebalancer;
   std::unique_ptr<FrontDoor> front_door;
   std::unique_ptr<RegistryService> registry_service;
   std::unique_ptr<AdminService> admin_service;
@@ -69,7 +70,11 @@ Status RouterApp::Start() {
   auto tok = LoadTokenizer(config_.tokenizer);
   if (!tok.ok()) return tok.status().WithContext("tokenizer");
   m.tokenizer = std::move(*tok);
-  PRFAAS_ASSIGN_OR_RETURN(directory_, WorkerDirectory::Create(config_.directory));
+  WorkerDirectory::Options dir_options = config_.directory;
+  dir_options.registry = registry_;
+  PRFAAS_ASSIGN_OR_RETURN(directory_, WorkerDirectory::Create(dir_options));
+  PRFAAS_ASSIGN_OR_RETURN(m.rebalancer,
+                          Rebalancer::Create(config_.planner, *directory_, *registry_));
   for (const auto& spec : config_.static_workers) {
     PRFAAS_ASSIGN_OR_RETURN(WorkerInfo info, ParseWorkerSpec(spec));
     PRFAAS_RETURN_IF_ERROR(directory_->Register(info, Now()).status());
@@ -106,33 +111,50 @@ Status RouterApp::Start() {
   auto& backlog =
       registry_->Gauge("prfaas_router_link_backlog_bytes",
                        "KV bytes queued or in flight on the link.", {"src_cluster", "dst_cluster"});
+  auto& index_blocks =
+      registry_->Gauge("prfaas_router_cache_index_blocks", "Entries in the global cache index.",
+                       {"target_cluster", "kind"});
   WorkerDirectory* dir = directory_.get();
-  registry_->AddCollectHook([dir, &threshold, &workers, &capacity, &goodput, &backlog] {
-    dir->Inspect([&](const ClusterState& s, const CacheIndex&, Policy& p) {
-      if (auto* tc = p.threshold_controller()) {
-        const uint32_t t = tc->threshold();
-        threshold.Get().Set(t == kNoOffload ? std::numeric_limits<double>::infinity() : t);
-      }
-      std::map<metrics::LabelValues, double> counts;
-      for (const auto& c : s.clusters) {
-        for (auto role : {"prefill", "decode", "both"}) {
-          for (auto st : {"healthy", "draining", "unhealthy"}) counts[{c.name, role, st}] = 0;
-        }
-      }
-      for (const auto& w : s.workers) {
-        const char* st = !w.healthy ? "unhealthy" : (w.draining ? "draining" : "healthy");
-        counts[{s.clusters[w.cluster].name, std::string(WorkerRoleName(w.role)), st}] += 1;
-      }
-      for (const auto& [labels, n] : counts) workers.WithLabels(labels).Set(n);
-      for (const auto& l : s.links) {
-        metrics::LabelValues lv{s.clusters[l.src].name, s.clusters[l.dst].name};
-        capacity.WithLabels(lv).Set(l.nominal_bps / 8);
-        goodput.WithLabels(lv).Set(l.goodput_bps / 8);
-        backlog.WithLabels(lv).Set(static_cast<double>(l.backlog_bytes));
-      }
-    });
-  });
+  registry_->AddCollectHook(
+      [dir, &threshold, &workers, &capacity, &goodput, &backlog, &index_blocks] {
+        dir->Inspect([&](const ClusterState& s, const CacheIndex& index, Policy& p) {
+          if (auto* tc = p.threshold_controller()) {
+            const uint32_t t = tc->threshold();
+            threshold.Get().Set(t == kNoOffload ? std::numeric_limits<double>::infinity() : t);
+          }
+          std::map<metrics::LabelValues, double> counts;
+          for (const auto& c : s.clusters) {
+            for (auto role : {"prefill", "decode", "both"}) {
+              for (auto st : {"healthy", "draining", "unhealthy"}) counts[{c.name, role, st}] = 0;
+            }
+          }
+          for (const auto& w : s.workers) {
+            const char* st = !w.healthy ? "unhealthy" : (w.draining ? "draining" : "healthy");
+            counts[{s.clusters[w.cluster].name, std::string(WorkerRoleName(w.role)), st}] += 1;
+          }
+          for (const auto& [labels, n] : counts) workers.WithLabels(labels).Set(n);
+          std::vector<WorkerEntries> held(s.clusters.size());
+          for (WorkerIndex w = 0; w < s.workers.size(); ++w) {
+            const WorkerEntries e = index.entries_of(w);
+            held[s.workers[w].cluster].attention += e.attention;
+            held[s.workers[w].cluster].checkpoints += e.checkpoints;
+          }
+          for (ClusterIndex c = 0; c < s.clusters.size(); ++c) {
+            index_blocks.WithLabels({s.clusters[c].name, "attention"})
+                .Set(static_cast<double>(held[c].attention));
+            index_blocks.WithLabels({s.clusters[c].name, "checkpoint"})
+                .Set(static_cast<double>(held[c].checkpoints));
+          }
+          for (const auto& l : s.links) {
+            metrics::LabelValues lv{s.clusters[l.src].name, s.clusters[l.dst].name};
+            capacity.WithLabels(lv).Set(l.nominal_bps / 8);
+            goodput.WithLabels(lv).Set(l.goodput_bps / 8);
+            backlog.WithLabels(lv).Set(static_cast<double>(l.backlog_bytes));
+          }
+        });
+      });
 
+  http::RegisterProcessMetrics(*registry_, m.health);
   m.front_door = std::make_unique<FrontDoor>(config_.http, *m.orchestrator, *m.tokenizer,
                                              *registry_, m.health);
   PRFAAS_RETURN_IF_ERROR(m.front_door->Start());
@@ -147,6 +169,7 @@ Status RouterApp::Start() {
           [&](const ClusterState& s, const CacheIndex&, Policy& p) { p.Tick(s, now); });
     }
   });
+  m.rebalancer->Start();
   m.started = true;
   m.health.SetReady(true);
   spdlog::info("router ready: http {} admin {} registry {} policy {} tokenizer {}", http_port(),
@@ -165,6 +188,7 @@ void RouterApp::Stop() {
   }
   m.cv.notify_all();
   if (m.housekeeping.joinable()) m.housekeeping.join();
+  if (m.rebalancer) m.rebalancer->Stop();
   if (m.front_door) m.front_door->Stop();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
   if (m.admin_server) m.admin_server->Shutdown(deadline);

@@ -14,6 +14,7 @@
 #include "router/registry/directory.h"
 #include "router/server/front_door.h"
 #include "router/service/orchestrator.h"
+#include "router/service/rebalancer.h"
 
 namespace prfaas::router {
 
@@ -26,6 +27,7 @@ struct RouterConfig {
   std::string tokenizer = "byte";  // "byte" or a tokenizer.json path
   WorkerDirectory::Options directory;
   Orchestrator::Options orchestrator;
+  Rebalancer::Options planner;  // long-timescale rebalancer; off while planner.interval is 0
   std::vector<std::string> static_workers;  // ParseWorkerSpec format
   std::vector<std::string> links;           // ParseLinkSpec format
 };

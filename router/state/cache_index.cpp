@@ -51,7 +51,7 @@ class HolderTable {
       Bucket& b = buckets_[i];
       if (b.n == 0) break;
       if (b.key == key) {
-        if (Insert(b, w)) ++entries_;
+        if (Insert(b, w)) Counted(w, +1);
         return;
       }
     }
@@ -59,7 +59,7 @@ class HolderTable {
     buckets_[i].n = 1;
     buckets_[i].w[0] = w;
     ++size_;
-    ++entries_;
+    Counted(w, +1);
   }
 
   void Remove(uint64_t key, WorkerIndex w) {
@@ -69,7 +69,7 @@ class HolderTable {
       if (b.n == 0) return;
       if (b.key != key) continue;
       if (Erase(b, w)) {
-        --entries_;
+        Counted(w, -1);
         if (b.n == 0) EraseBucket(i);
       }
       return;
@@ -82,7 +82,7 @@ class HolderTable {
     for (Bucket& b : buckets_) {
       if (b.n == 0) continue;
       if (Erase(b, w)) {
-        --entries_;
+        Counted(w, -1);
         if (b.n == 0) {
           b.n = kDying;  // keeps probe chains intact until the bucket is erased below
           emptied.push_back(b.key);
@@ -104,10 +104,12 @@ class HolderTable {
     overflow_.clear();
     free_overflow_.clear();
     size_ = entries_ = 0;
+    per_worker_.clear();
   }
 
   size_t keys() const { return size_; }
   size_t entries() const { return entries_; }
+  size_t entries_of(WorkerIndex w) const { return w < per_worker_.size() ? per_worker_[w] : 0; }
 
  private:
   static constexpr uint32_t kInline = 5;
@@ -187,6 +189,13 @@ class HolderTable {
     return true;
   }
 
+  // Keeps the entry totals (overall and per worker: the router's index-size gauges) exact.
+  void Counted(WorkerIndex w, int delta) {
+    if (w >= per_worker_.size()) per_worker_.resize(w + 1, 0);
+    per_worker_[w] += static_cast<size_t>(delta);  // wraps back for -1; never below 0
+    entries_ += static_cast<size_t>(delta);
+  }
+
   void EraseBucket(size_t i) {
     --size_;
     // Backward shift: move each following entry whose home is not in (i, j] into the hole.
@@ -218,8 +227,9 @@ class HolderTable {
 
   std::vector<Bucket> buckets_;
   size_t mask_ = 0;
-  size_t size_ = 0;     // occupied buckets (distinct keys)
-  size_t entries_ = 0;  // (key, worker) pairs
+  size_t size_ = 0;                 // occupied buckets (distinct keys)
+  size_t entries_ = 0;              // (key, worker) pairs
+  std::vector<size_t> per_worker_;  // (key, worker) pairs by worker
   std::vector<std::vector<WorkerIndex>> overflow_;
   std::vector<uint32_t> free_overflow_;
 };
@@ -324,6 +334,10 @@ void CacheIndex::Match(std::span<const uint64_t> chain, std::vector<WorkerHit>* 
   if (!hybrid) {
     for (WorkerHit& hit : *out) hit.effective_blocks = hit.attention_blocks;
   }
+}
+
+WorkerEntries CacheIndex::entries_of(WorkerIndex worker) const {
+  return WorkerEntries{impl_->attention.entries_of(worker), impl_->checkpoints.entries_of(worker)};
 }
 
 std::vector<WorkerHit> CacheIndex::Match(std::span<const uint64_t> chain) const {

@@ -41,6 +41,12 @@ struct CacheIndexStats {
   size_t checkpoint_entries = 0;
 };
 
+// Entries one worker holds in the index.
+struct WorkerEntries {
+  size_t attention = 0;
+  size_t checkpoints = 0;
+};
+
 class CacheIndex {
  public:
   struct Options {
@@ -75,6 +81,7 @@ class CacheIndex {
 
   bool hybrid() const;
   CacheIndexStats stats() const;
+  WorkerEntries entries_of(WorkerIndex worker) const;  // O(1)
 
  private:
   class Impl;

@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -139,16 +141,35 @@ Outcome Disaggregated(Worker& p, Worker& d, const std::vector<int32_t>& prompt, 
   return o;
 }
 
-TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
-  // The reference runs without a prefix cache; the prefill worker reuses its cache for the
-  // prompts that share prefixes, so cache hits must not change a single token.
-  Worker both = Start("both", {"--prefix-cache-blocks", "0"});
-  Worker pre = Start("prefill", {"--cluster", "remote", "--cluster-kind", "prfaas"});
-  Worker dec = Start("decode");
-  ASSERT_TRUE(both.proc && pre.proc && dec.proc);
+// Bytes a bundle of the tiny preset carries, from its layer layout: 1 full-attention layer
+// (K and V, 2 KV heads x 16 dims) and 3 Gated DeltaNet layers (conv state (K-1 = 3) x 128 channels,
+// recurrent state 4 value heads x 16 x 16), all float32 on the CPU engine. Cross-checked against
+// `prfaas model info`.
+struct BundleLayout {
+  int64_t kv_per_token = 1 * 2 * 2 * 16 * 4;
+  int64_t state = 3 * (3 * 128 + 4 * 16 * 16) * 4;
+  int64_t Bytes(int64_t skip, int64_t n) const { return kv_per_token * (n - skip) + state; }
+};
+
+BundleLayout TinyLayout(const std::string& dir) {
+  BundleLayout l;
+  ChildProcess info(testing::PrfaasBinary(), {"model", "info", "--model", "tiny", "-o", "json"},
+                    dir + "/model_info.json");
+  auto st = info.Wait(std::chrono::seconds(30));
+  EXPECT_TRUE(st.has_value() && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << info.Log();
+  auto j = nlohmann::json::parse(info.Log(), nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << info.Log();
+  if (!j.is_discarded()) {
+    EXPECT_EQ(j.value("kv_bytes_per_token_fp32", int64_t{0}), l.kv_per_token) << j.dump();
+    EXPECT_EQ(j.value("state_bytes_per_sequence_cpu_engine", int64_t{0}), l.state) << j.dump();
+  }
+  return l;
+}
+
+// The exactness prompts: 20 prompts, lengths 1 .. 4000, several sharing long prefixes.
+std::vector<std::vector<int32_t>> ExactnessPrompts() {
   std::mt19937 rng(std::random_device{}());
   std::uniform_int_distribution<int32_t> tok(0, 255);
-  // 20 prompts, lengths 1 .. 4000, several sharing long prefixes.
   std::vector<int> lengths = {1, 2, 3, 63, 64, 65, 127, 200, 511, 512, 513, 1000, 1500, 2048, 4000};
   std::vector<std::vector<int32_t>> prompts;
   for (int n : lengths) {
@@ -162,22 +183,89 @@ TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
     for (int k = 0; k < 100; ++k) p.push_back(tok(rng));
     prompts.push_back(p);
   }
+  return prompts;
+}
+
+// What the decode worker's cache must offer for `prompt` after `seen` went through it: the
+// longest prefix made of blocks of complete prefill pieces (multiples of C = 256 with the default
+// flags), ending at a piece boundary, short of the whole prompt. Independent of the worker's code.
+int64_t ExpectedDecodeHit(const std::vector<std::vector<int32_t>>& seen,
+                          const std::vector<int32_t>& prompt) {
+  const int64_t kBlock = 64, kPiece = 256;
+  int64_t match = 0;
+  for (const auto& s : seen) {
+    int64_t lcp = 0;
+    while (lcp < static_cast<int64_t>(std::min(s.size(), prompt.size())) && s[lcp] == prompt[lcp])
+      ++lcp;
+    const int64_t settled = static_cast<int64_t>(s.size()) / kPiece * kPiece;
+    match = std::max(match, std::min(lcp, settled) / kBlock * kBlock);
+  }
+  return std::min<int64_t>(match, static_cast<int64_t>(prompt.size()) - 1) / kPiece * kPiece;
+}
+
+// Greedy outputs of `both` (no cache) vs prefill -> decode over `transport`, twice over the 20
+// prompts: the first pass hits the caches for the shared prefixes, the second for every prompt.
+// Only the missing suffix + the state may cross the wire, byte for byte.
+void ExpectExactAcrossPaths(Worker& both, Worker& pre, Worker& dec, const BundleLayout& layout) {
+  auto prompts = ExactnessPrompts();
   ASSERT_EQ(prompts.size(), 20u);
   const int kTokens = 12;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    SCOPED_TRACE("prompt " + std::to_string(i) + " length " + std::to_string(prompts[i].size()));
-    Outcome a = Colocated(both, prompts[i], kTokens);
-    ASSERT_TRUE(a.status.ok()) << a.status.error_message();
-    Outcome b = Disaggregated(pre, dec, prompts[i], kTokens);
-    ASSERT_TRUE(b.status.ok()) << b.status.error_message() << "\n" << dec.proc->Log();
-    EXPECT_EQ(a.tokens.size(), static_cast<size_t>(kTokens));
-    EXPECT_EQ(a.tokens, b.tokens);
-    EXPECT_EQ(a.finished.reason(), v1::FINISH_REASON_LENGTH);
-    EXPECT_EQ(b.finished.reason(), v1::FINISH_REASON_LENGTH);
-    EXPECT_EQ(b.finished.usage().completion_tokens(), kTokens);
-    EXPECT_EQ(b.finished.usage().prompt_tokens(), static_cast<int64_t>(prompts[i].size()));
-    EXPECT_GT(b.transferred_bytes, 0);
+  std::vector<std::vector<int32_t>> reference(prompts.size());
+  std::vector<std::vector<int32_t>> seen;
+  int64_t decode_hits = 0, decode_hit_tokens = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      SCOPED_TRACE("pass " + std::to_string(pass) + " prompt " + std::to_string(i) + " length " +
+                   std::to_string(prompts[i].size()));
+      const int64_t n = static_cast<int64_t>(prompts[i].size());
+      if (pass == 0) {
+        Outcome a = Colocated(both, prompts[i], kTokens);
+        ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+        EXPECT_EQ(a.tokens.size(), static_cast<size_t>(kTokens));
+        EXPECT_EQ(a.finished.reason(), v1::FINISH_REASON_LENGTH);
+        reference[i] = a.tokens;
+      }
+      const int64_t hit = ExpectedDecodeHit(seen, prompts[i]);
+      const auto pm0 = pre.Metrics();
+      const auto dm0 = dec.Metrics();
+      Outcome b = Disaggregated(pre, dec, prompts[i], kTokens);
+      ASSERT_TRUE(b.status.ok()) << b.status.error_message() << "\n" << dec.proc->LogTail(20);
+      EXPECT_EQ(reference[i], b.tokens);
+      EXPECT_EQ(b.finished.reason(), v1::FINISH_REASON_LENGTH);
+      EXPECT_EQ(b.finished.usage().completion_tokens(), kTokens);
+      EXPECT_EQ(b.finished.usage().prompt_tokens(), n);
+      // The decode worker reused exactly the expected prefix and only the rest crossed the wire.
+      EXPECT_EQ(b.finished.usage().cached_prompt_tokens(), hit);
+      EXPECT_EQ(b.transferred_bytes, layout.Bytes(hit, n));
+      const auto pm1 = pre.Metrics();
+      const auto dm1 = dec.Metrics();
+      auto received = [](const std::string& m) {
+        return testing::MetricValue(m, "prfaas_transport_received_bytes_total").value_or(-1);
+      };
+      EXPECT_EQ(received(dm1) - received(dm0), static_cast<double>(layout.Bytes(hit, n)));
+      if (pass == 0 && n == 4000) {
+        // Chunk-wise export: a cold 4000-token prompt computes in 16 pieces; KV segments of the
+        // first pieces must leave before the last piece is computed.
+        auto overlapped = [](const std::string& m) {
+          return testing::MetricValue(m, "prfaas_worker_kv_export_segments_total",
+                                      "phase=\"during_prefill\"")
+              .value_or(0);
+        };
+        EXPECT_GT(overlapped(pm1) - overlapped(pm0), 0.0) << pm1;
+      }
+      if (hit > 0) ++decode_hits;
+      decode_hit_tokens += hit;
+      seen.push_back(prompts[i]);
+    }
   }
+  // The 5 shared-prefix prompts hit in the first pass; in the second every prompt longer than
+  // one 256-token piece does (12 of the 20).
+  EXPECT_EQ(decode_hits, 5 + 12);
+  auto dm = dec.Metrics();
+  EXPECT_EQ(testing::MetricValue(dm, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                 "service=\"decode\",kind=\"attention\""),
+            static_cast<double>(decode_hit_tokens))
+      << dm;
   // The shared-prefix prompts hit the prefill worker's cache (attention and state checkpoint).
   auto pm = pre.Metrics();
   auto ckpt = testing::MetricValue(pm, "prfaas_worker_prefix_cache_hit_tokens_total",
@@ -185,9 +273,68 @@ TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcp) {
   ASSERT_TRUE(ckpt.has_value()) << pm;
   EXPECT_GE(*ckpt, 5 * 1024.0) << pm;
   // Every reservation was returned.
-  auto m = dec.Metrics();
-  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_kv_used_bytes", "pool=\"attention\""), 0.0) << m;
-  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_running_requests", "service=\"decode\""), 0.0);
+  EXPECT_EQ(testing::MetricValue(dm, "prfaas_worker_kv_used_bytes", "pool=\"attention\""), 0.0)
+      << dm;
+  EXPECT_EQ(testing::MetricValue(dm, "prfaas_worker_running_requests", "service=\"decode\""), 0.0);
+}
+
+TEST_F(WorkerTest, GreedyTokensIdenticalColocatedAndOverTcpWithCacheHitsAtBothEnds) {
+  // The reference runs without a prefix cache; both disaggregated workers keep one, so cache
+  // hits at either end must not change a single token.
+  const auto layout = TinyLayout(dir_);
+  Worker both = Start("both", {"--prefix-cache-blocks", "0"});
+  Worker pre = Start("prefill", {"--cluster", "remote", "--cluster-kind", "prfaas",
+                                 "--prefix-cache-blocks", "2048"});
+  Worker dec = Start("decode", {"--prefix-cache-blocks", "2048"});
+  ASSERT_TRUE(both.proc && pre.proc && dec.proc);
+  ExpectExactAcrossPaths(both, pre, dec, layout);
+}
+
+TEST_F(WorkerTest, GreedyTokensIdenticalOverUcx) {
+#ifndef PRFAAS_TEST_UCX
+  GTEST_SKIP() << "built without the UCX transport (PRFAAS_UCX=OFF)";
+#endif
+  // Loopback only: the children inherit these.
+  ::setenv("UCX_NET_DEVICES", "lo", 1);
+  ::setenv("UCX_TLS", "tcp,self", 1);
+  const auto layout = TinyLayout(dir_);
+  Worker both = Start("both", {"--prefix-cache-blocks", "0"});
+  Worker pre = Start("prefill", {"--cluster", "remote", "--cluster-kind", "prfaas", "--transport",
+                                 "ucx", "--prefix-cache-blocks", "2048"});
+  Worker dec = Start("decode", {"--transport", "ucx", "--prefix-cache-blocks", "2048"});
+  ASSERT_TRUE(both.proc && pre.proc && dec.proc);
+  EXPECT_EQ(std::string(dec.ready["transport_address"]).rfind("ucx://", 0), 0u) << dec.ready.dump();
+  ExpectExactAcrossPaths(both, pre, dec, layout);
+}
+
+TEST_F(WorkerTest, DecodeCachesGeneratedBlocksOnlyWhenAsked) {
+  // A multi-turn follow-up (prompt + answer + new text) reuses the answer's blocks at the decode
+  // worker only with --prefix-cache-generated; by default only the prompt's complete prefill
+  // pieces are cached (bit-exactness), so the hit stops at 256.
+  const auto layout = TinyLayout(dir_);
+  Worker pre = Start("prefill", {"--prefix-cache-blocks", "0"});
+  Worker strict = Start("decode");
+  Worker reuse = Start("decode", {"--prefix-cache-generated", "true"});
+  ASSERT_TRUE(pre.proc && strict.proc && reuse.proc);
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int32_t> tok(0, 255);
+  std::vector<int32_t> prompt(300);
+  for (auto& t : prompt) t = tok(rng);
+  for (Worker* dec : {&strict, &reuse}) {
+    SCOPED_TRACE(dec == &strict ? "default" : "--prefix-cache-generated");
+    Outcome first = Disaggregated(pre, *dec, prompt, 300);
+    ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+    ASSERT_EQ(first.tokens.size(), 300u);
+    // The first turn's sequence held 300 + 299 tokens: 9 full blocks (576 tokens).
+    auto follow = prompt;
+    follow.insert(follow.end(), first.tokens.begin(), first.tokens.end());
+    for (int k = 0; k < 50; ++k) follow.push_back(tok(rng));
+    Outcome second = Disaggregated(pre, *dec, follow, 4);
+    ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+    const int64_t hit = dec == &strict ? 256 : 512;  // piece boundary inside 256 resp. 576
+    EXPECT_EQ(second.finished.usage().cached_prompt_tokens(), hit);
+    EXPECT_EQ(second.transferred_bytes, layout.Bytes(hit, static_cast<int64_t>(follow.size())));
+  }
 }
 
 TEST_F(WorkerTest, PrefixCacheHitRatesForASharedPrefixSequence) {
@@ -207,13 +354,20 @@ TEST_F(WorkerTest, PrefixCacheHitRatesForASharedPrefixSequence) {
     ASSERT_TRUE(o.status.ok()) << o.status.error_message();
   }
   auto m = w.Metrics();
-  auto hit =
-      testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total", "kind=\"checkpoint\"");
-  auto attn =
-      testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total", "kind=\"attention\"");
-  auto lookups = testing::MetricValue(m, "prfaas_worker_prefix_cache_lookup_tokens_total");
-  auto hits = testing::MetricValue(m, "prfaas_worker_prefix_cache_hits_total");
-  auto misses = testing::MetricValue(m, "prfaas_worker_prefix_cache_misses_total");
+  // Local prefill counts under service="prefill"; service="decode" is for incoming bundles.
+  auto hit = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                  "service=\"prefill\",kind=\"checkpoint\"");
+  auto attn = testing::MetricValue(m, "prfaas_worker_prefix_cache_hit_tokens_total",
+                                   "service=\"prefill\",kind=\"attention\"");
+  auto lookups = testing::MetricValue(m, "prfaas_worker_prefix_cache_lookup_tokens_total",
+                                      "service=\"prefill\"");
+  auto hits =
+      testing::MetricValue(m, "prfaas_worker_prefix_cache_hits_total", "service=\"prefill\"");
+  auto misses =
+      testing::MetricValue(m, "prfaas_worker_prefix_cache_misses_total", "service=\"prefill\"");
+  EXPECT_EQ(testing::MetricValue(m, "prfaas_worker_prefix_cache_lookup_tokens_total",
+                                 "service=\"decode\""),
+            0.0);
   ASSERT_TRUE(hit && attn && lookups && hits && misses) << m;
   EXPECT_EQ(*hit, 3 * 512.0) << m;
   EXPECT_EQ(*attn, 3 * 576.0) << m;  // 9 full 64-token blocks of the shared 600

@@ -245,6 +245,60 @@ TEST_F(EngineTest, PrefixResumeAndExportWithPrefixHit) {
   EXPECT_TRUE(a->ReleaseSnapshot(snap).ok());
 }
 
+TEST_F(EngineTest, CachedBlocksPlusImportedSuffixAndStateContinueBitExactly) {
+  // The decode side of a prefix hit: the receiver holds the first 128 tokens' KV blocks (from an
+  // earlier request), starts a sequence from them with no state and imports only KV [128, n) plus
+  // the state at n. Its continuation must equal the exporter's bit for bit.
+  EngineOptions opt;
+  opt.kv_block_size = 64;
+  opt.prefill_chunk = 128;  // the shared 128 tokens are one complete prefill piece on both sides
+  auto a = MakeEngine(opt);
+  auto b = MakeEngine(opt);
+  auto shared = Prompt(128);
+  auto tail_a = Prompt(73), tail_b = Prompt(50);
+  std::vector<int32_t> prompt = shared, earlier = shared;
+  prompt.insert(prompt.end(), tail_a.begin(), tail_a.end());
+  earlier.insert(earlier.end(), tail_b.begin(), tail_b.end());
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  std::vector<float> la, lb;
+  SequenceId sa = a->AddSequence().value();
+  ASSERT_TRUE(a->Prefill({&sa, 1}, {&prompt, 1}, &la).ok());
+  const int32_t first = SampleToken(la, {}, 0);
+
+  // B's earlier request shared only the prefix; a cache keeps its first two blocks.
+  SequenceId old = b->AddSequence().value();
+  ASSERT_TRUE(b->Prefill({&old, 1}, {&earlier, 1}, &lb).ok());
+  auto table = b->BlockTable(old).value();
+  std::vector<int32_t> cached(table.begin(), table.begin() + 2);
+  for (int32_t blk : cached) ASSERT_TRUE(b->RefBlock(blk).ok());
+  ASSERT_TRUE(b->Release(old).ok());
+
+  EXPECT_FALSE(b->AddSequenceFromBlocks({cached.data(), 1}, 128).ok());  // needs 2 blocks
+  EXPECT_FALSE(b->AddSequenceFromBlocks(cached, -1).ok());
+  const int32_t dead = 40;  // never allocated in B
+  EXPECT_FALSE(b->AddSequenceFromBlocks({&dead, 1}, 64).ok());
+  SequenceId sb = b->AddSequenceFromBlocks(cached, 128).value();
+  EXPECT_EQ(b->Length(sb).value(), 128);
+  // A suffix that does not start where the sequence ends is refused before anything is written.
+  auto wrong = a->Export(sa, 64, n, true).value();
+  EXPECT_FALSE(b->Import(sb, wrong).ok());
+  auto suffix = a->Export(sa, 128, n, true).value();
+  ASSERT_TRUE(b->Import(sb, suffix).ok());
+  EXPECT_EQ(b->Length(sb).value(), n);
+  std::vector<float> da, db;
+  auto ta = GreedyDecode(*a, sa, first, 24, &da);
+  auto tb = GreedyDecode(*b, sb, first, 24, &db);
+  EXPECT_EQ(ta, tb);
+  ASSERT_EQ(da, db);
+  for (float x : db) ASSERT_TRUE(std::isfinite(x));
+
+  // The cache's references outlive the sequence; dropping them frees every block.
+  ASSERT_TRUE(b->Release(sb).ok());
+  EXPECT_EQ(b->Stats().kv_blocks_free, b->Stats().kv_blocks_total - 2);
+  for (int32_t blk : cached) ASSERT_TRUE(b->UnrefBlock(blk).ok());
+  EXPECT_EQ(b->Stats().kv_blocks_free, b->Stats().kv_blocks_total);
+}
+
 TEST_F(EngineTest, PoolsCountBlocksSlotsAndBytes) {
   EngineOptions opt;
   opt.kv_block_size = 16;

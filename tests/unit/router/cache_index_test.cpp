@@ -76,6 +76,9 @@ TEST(CacheIndexTest, EvictionAndWorkerRemoval) {
   EXPECT_EQ(HitFor(index.Match(chain), 1).effective_blocks, 3u);
 
   index.RemoveWorker(1);
+  EXPECT_EQ(index.entries_of(1).attention, 0u);
+  EXPECT_EQ(index.entries_of(1).checkpoints, 0u);
+  EXPECT_EQ(index.entries_of(0).attention, 3u);
   hits = index.Match(chain);
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].worker, 0u);
@@ -140,6 +143,14 @@ TEST(CacheIndexTest, MatchesBruteForceUnderChurn) {
   size_t entries = 0;
   for (auto& [k, s] : blocks) entries += s.size();
   EXPECT_EQ(index.stats().attention_entries, entries);
+  // Per-worker totals (the router's cache_index_blocks gauge) agree with the model too.
+  for (WorkerIndex w = 0; w < kWorkers; ++w) {
+    size_t attn = 0, ck = 0;
+    for (auto& [k, s] : blocks) attn += s.count(w);
+    for (auto& [k, s] : ckpts) ck += s.count(w);
+    EXPECT_EQ(index.entries_of(w).attention, attn) << "worker " << w;
+    EXPECT_EQ(index.entries_of(w).checkpoints, ck) << "worker " << w;
+  }
 
   for (int q = 0; q < 300; ++q) {
     std::vector<uint64_t> chain;

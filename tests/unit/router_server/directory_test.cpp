@@ -145,6 +145,59 @@ TEST_F(DirectoryTest, CacheEventsReachTheIndex) {
   });
 }
 
+// The cache-index counters of docs/metrics.md: lookups and hits per cluster on routed requests
+// (not on explain-style uncharged routes), and stored/evicted block entries.
+TEST(DirectoryMetrics, CacheLookupsHitsAndEvents) {
+  metrics::Registry reg;
+  WorkerDirectory::Options o;
+  o.block_size = 4;
+  o.hybrid = true;
+  o.policy = "least-loaded";
+  o.registry = &reg;
+  auto dir = WorkerDirectory::Create(o).value();
+  for (const char* spec : {"id=a/w,cluster=a,kind=pd,role=both,grpc=127.0.0.1:1",
+                           "id=b/w,cluster=b,kind=pd,role=both,grpc=127.0.0.1:2"}) {
+    ASSERT_TRUE(dir->Register(ParseWorkerSpec(spec).value(), TimePoint{}).ok());
+  }
+  std::vector<int32_t> tokens(14);
+  for (int i = 0; i < 14; ++i) tokens[i] = 100 + i;
+  const auto hashes = ChainedBlockHashes(tokens, 4);  // 3 full blocks
+  ASSERT_EQ(hashes.size(), 3u);
+  v1::CacheEvent ev;
+  ev.set_kind(v1::CacheEvent::KIND_ATTN_STORED);
+  for (auto h : hashes) ev.add_block_hashes(h);
+  ASSERT_TRUE(dir->ApplyCache("a/w", ev).ok());
+  v1::CacheEvent ck;
+  ck.set_kind(v1::CacheEvent::KIND_CHECKPOINT_STORED);
+  ck.add_block_hashes(hashes[1]);  // state checkpoint after 2 blocks
+  ASSERT_TRUE(dir->ApplyCache("a/w", ck).ok());
+
+  RequestInfo req;
+  req.prompt_tokens = 14;
+  req.block_hashes = hashes;
+  dir->Route(req, {}, TimePoint{}, /*charge=*/false);  // explain: not counted
+  dir->Route(req, {}, TimePoint{}, /*charge=*/true);
+  const std::string text = reg.Render();
+  auto has = [&](const std::string& line) {
+    EXPECT_NE(text.find(line + "\n"), std::string::npos) << line << "\n" << text;
+  };
+  has(R"(prfaas_router_cache_lookup_tokens_total{target_cluster="a"} 14)");
+  has(R"(prfaas_router_cache_lookup_tokens_total{target_cluster="b"} 14)");
+  has(R"(prfaas_router_cache_hit_tokens_total{target_cluster="a",kind="attention"} 12)");
+  has(R"(prfaas_router_cache_hit_tokens_total{target_cluster="a",kind="checkpoint"} 8)");
+  has(R"(prfaas_router_cache_hit_tokens_total{target_cluster="b",kind="attention"} 0)");
+  has(R"(prfaas_router_cache_events_total{target_cluster="a",event="stored"} 4)");
+
+  v1::CacheEvent clear;
+  clear.set_kind(v1::CacheEvent::KIND_CLEARED);
+  ASSERT_TRUE(dir->ApplyCache("a/w", clear).ok());
+  EXPECT_NE(reg.Render().find(
+                R"(prfaas_router_cache_events_total{target_cluster="a",event="evicted"} 4)"),
+            std::string::npos);
+  EXPECT_EQ(dir->TakeUncachedLengths().size(), 1u);  // only the charged route
+  EXPECT_TRUE(dir->TakeUncachedLengths().empty());
+}
+
 TEST_F(DirectoryTest, DecodeOnlyRouteAndDrain) {
   Add("p", WorkerRole::kPrefill, true);
   WorkerIndex d = Add("d", WorkerRole::kDecode, true);

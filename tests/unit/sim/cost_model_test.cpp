@@ -1,8 +1,11 @@
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <gtest/gtest.h>
 
+#include "engine/config.h"
 #include "sim/cost_model.h"
 #include "sim/model.h"
 
@@ -10,35 +13,78 @@ namespace prfaas::sim {
 namespace {
 
 TEST(ModelSpec, QwenNextConfigMatchesByteBudgetTable) {
-  // Dimensions from reference/hybrid-models-and-kernels.md §3.1; expected bytes from its §4.
+  // Dimensions from reference/hybrid-models-and-kernels.md §3.1 (with a dense MLP: the engine's
+  // parser, which the simulator uses, rejects MoE); expected bytes from its §4.
   const std::string cfg =
       R"({"model_type": "qwen3_next", "hidden_size": 2048, "num_hidden_layers": 48,
     "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "full_attention_interval": 4,
     "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
-    "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 512,
-    "num_experts_per_tok": 10, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+    "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "intermediate_size": 5120,
     "vocab_size": 151936})";
-  auto m = ModelFromConfigText(cfg, "cfg");
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sim_model_" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << cfg;
+  auto m = ModelFromConfigJson((dir / "config.json").string());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->num_full_attn_layers, 12);
   EXPECT_DOUBLE_EQ(m->kv_bytes_per_token, 24576);
   EXPECT_DOUBLE_EQ(m->state_bytes_per_seq, 77266944);
-  EXPECT_GT(m->total_params, 60e9);
-  EXPECT_LT(m->active_params, 6e9);
+  // Dense: every parameter is active; the engine's count.
+  auto engine_cfg = engine::ParseModelConfig(cfg);
+  ASSERT_TRUE(engine_cfg.ok());
+  EXPECT_DOUBLE_EQ(m->total_params, static_cast<double>(engine_cfg->ParameterCount()));
+  EXPECT_DOUBLE_EQ(m->active_params, m->total_params);
+  // A directory holding config.json reads the same.
+  auto from_dir = ModelFromConfigJson(dir.string());
+  ASSERT_TRUE(from_dir.ok()) << from_dir.status();
+  EXPECT_DOUBLE_EQ(from_dir->state_bytes_per_seq, m->state_bytes_per_seq);
+  // fp32 (the CPU engine) doubles the KV and the conv state; the fp32 SSM state stays.
+  auto fp32 = ModelFromConfigJson(dir.string(), ModelDtypes{4, 4, 4, 4});
+  ASSERT_TRUE(fp32.ok());
+  EXPECT_DOUBLE_EQ(fp32->kv_bytes_per_token, 2 * m->kv_bytes_per_token);
+  EXPECT_DOUBLE_EQ(fp32->state_bytes_per_seq,
+                   static_cast<double>(engine_cfg->StateBytesPerSequence(4, 4)));
+  // The MoE preset has the same shapes and MoE parameter counts.
   auto preset = ModelPreset("qwen3-next-80b");
   ASSERT_TRUE(preset.ok());
   EXPECT_DOUBLE_EQ(preset->kv_bytes_per_token, m->kv_bytes_per_token);
   EXPECT_DOUBLE_EQ(preset->state_bytes_per_seq, m->state_bytes_per_seq);
+  EXPECT_GT(preset->total_params, 60e9);
+  EXPECT_LT(preset->active_params, 6e9);
+  // The engine's parser errors come through with the file named.
+  std::ofstream(dir / "moe.json") << R"({"model_type": "qwen3_next", "num_experts": 512})";
+  auto moe = ModelFromConfigJson((dir / "moe.json").string());
+  ASSERT_FALSE(moe.ok());
+  EXPECT_NE(moe.status().message().find("moe.json"), std::string::npos) << moe.status();
+  EXPECT_NE(moe.status().message().find("MoE"), std::string::npos) << moe.status();
+  EXPECT_FALSE(ModelFromConfigJson((dir / "missing.json").string()).ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ModelSpec, EmbeddedModelSizedAsTheEngineSizesIt) {
+  // The model `prfaas up` serves: the simulator must size it exactly as the engine does.
+  auto m = ModelFromConfigJson(std::string(PRFAAS_SOURCE_DIR) + "/models/kjv-tiny",
+                               ModelDtypes{4, 4, 4, 4});
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto c = engine::LoadModelConfig(std::string(PRFAAS_SOURCE_DIR) + "/models/kjv-tiny");
+  ASSERT_TRUE(c.ok());
+  EXPECT_DOUBLE_EQ(m->kv_bytes_per_token, static_cast<double>(c->KvBytesPerToken(4)));
+  EXPECT_DOUBLE_EQ(m->state_bytes_per_seq, static_cast<double>(c->StateBytesPerSequence(4, 4)));
+  EXPECT_EQ(m->num_full_attn_layers, 2);
+  // Engine presets are simulator presets too.
+  auto tiny = ModelPreset("tiny");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_GT(tiny->kv_bytes_per_token, 0);
 }
 
 TEST(ModelSpec, KimiLinearMlaLatent) {
   auto m = ModelPreset("kimi-linear-48b");
   ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->num_layers, 27);
   EXPECT_DOUBLE_EQ(m->kv_bytes_per_token, 8064);
   EXPECT_DOUBLE_EQ(m->state_bytes_per_seq, 43417600);
   EXPECT_FALSE(ModelPreset("gpt-5").ok());
-  EXPECT_FALSE(ModelFromConfigText("[1,2]", "x").ok());
-  EXPECT_FALSE(ModelFromConfigText("{\"hidden_size\": 8}", "x").ok());
 }
 
 TEST(ModelSpec, Paper1tTransferSizesMatchTable5) {

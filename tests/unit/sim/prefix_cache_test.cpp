@@ -43,5 +43,24 @@ TEST(PrefixCache, HybridNeedsCheckpoint) {
   EXPECT_EQ(off.Lookup(prompt, false).attention_blocks, 0u);
 }
 
+TEST(PrefixCache, CheckpointIntervalAsTheLiveWorker) {
+  // Checkpoints every 2 blocks: a 5-block prompt settles 4 blocks (checkpoints at 2 and 4); its
+  // 5th block is not stored, as a live worker stores only completed pieces.
+  PrefixCache c(100, /*hybrid=*/true, /*checkpoint_every=*/2);
+  PrefixCache::Evicted added;
+  c.Insert(std::vector<uint64_t>{1, 2, 3, 4, 5}, &added, nullptr);
+  EXPECT_EQ(added.blocks, (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(added.checkpoints, (std::vector<uint64_t>{2, 4}));
+  auto h = c.Lookup(std::vector<uint64_t>{1, 2, 3, 9}, false);
+  EXPECT_EQ(h.attention_blocks, 3u);
+  EXPECT_EQ(h.effective_blocks, 2u);  // the last checkpoint inside the match
+  EXPECT_EQ(c.Lookup(std::vector<uint64_t>{1, 2, 3, 4, 5, 6}, false).effective_blocks, 4u);
+  // A prompt shorter than one interval stores nothing.
+  PrefixCache::Evicted none;
+  c.Insert(std::vector<uint64_t>{7}, &none, nullptr);
+  EXPECT_TRUE(none.blocks.empty());
+  EXPECT_EQ(c.Lookup(std::vector<uint64_t>{7}, false).attention_blocks, 0u);
+}
+
 }  // namespace
 }  // namespace prfaas::sim

@@ -237,6 +237,159 @@ TEST(Simulator, SameSeedSameBytes) {
   std::filesystem::remove_all(dir);
 }
 
+// A decode-heavy phase (short prompts, long answers) then a prefill-heavy one (long prompts,
+// short answers), Poisson at 1 req/s each, from a fixed seed.
+Trace LoadShift(double shift_s, double end_s, uint64_t seed) {
+  Trace t;
+  t.block_tokens = 64;
+  std::mt19937_64 rng(seed);
+  std::exponential_distribution<double> gap(1.0);
+  std::uniform_int_distribution<int64_t> jitter(0, 999);
+  for (double at = gap(rng); at < end_s; at += gap(rng)) {
+    TraceRequest r;
+    r.arrival_s = at;
+    bool decode_heavy = at < shift_s;
+    r.input_tokens = (decode_heavy ? 2000 : 40000) + jitter(rng);
+    r.output_tokens = decode_heavy ? 1500 : 16;
+    t.requests.push_back(r);
+  }
+  return t;
+}
+
+const char* kRebalance = R"(
+name: rebalance
+model: {preset: qwen3-next-80b}
+clusters:
+  - {name: remote, kind: prfaas, hardware: H200, workers: 1, gpus_per_worker: 8}
+  - {name: pd, kind: pd, hardware: H20, workers: 4, gpus_per_worker: 8, prefill_workers: 2,
+     decode_workers: 2, max_decode_batch: 64}
+links:
+  - {from: remote, to: pd, gbps: 100, rtt_ms: 10}
+policy:
+  name: prfaas
+  threshold: 16384
+  controller_period_s: 1
+  rebalance: {period_s: 60, min_samples: 30}
+)";
+
+TEST(Simulator, LongTimescaleControllerFlipsRolesWithTheLoad) {
+  Topology topo = Topo(kRebalance);
+  ASSERT_DOUBLE_EQ(topo.policy.rebalance_period_s, 60);
+  const double shift = 600, end = 1500;
+  Trace tr = LoadShift(shift, end, 7);
+  auto res = RunSimulation(topo, tr, {});
+  ASSERT_TRUE(res.ok()) << res.status();
+  for (const auto& r : res->records) ASSERT_TRUE(r.done()) << r.id;
+  ASSERT_FALSE(res->rebalances.empty());
+  ASSERT_FALSE(res->role_flips.empty());
+
+  // Before the shift the planner moves PD workers to decode, after it back to prefill; every flip
+  // completes after it was advised, and the advice is the planner's (router::AdviseRoles).
+  int n_p = 2, min_np_before = 2, max_np_after = 0;
+  for (const RoleFlip& f : res->role_flips) {
+    EXPECT_GE(f.done_s, f.advised_s);
+    const auto& role_before = res->worker_names[static_cast<size_t>(f.worker)];
+    EXPECT_EQ(role_before.rfind("pd/", 0), 0u) << role_before;  // only PD workers flip
+    n_p += f.to_prefill ? 1 : -1;
+    ASSERT_GE(n_p, 1);
+    ASSERT_LE(n_p, 3);
+    if (f.advised_s < shift) {
+      EXPECT_FALSE(f.to_prefill) << "decode-heavy phase flipped a worker to prefill at "
+                                 << f.advised_s;
+      min_np_before = std::min(min_np_before, n_p);
+    } else {
+      max_np_after = std::max(max_np_after, n_p);
+    }
+  }
+  EXPECT_EQ(min_np_before, 1);
+  EXPECT_EQ(max_np_after, 3);
+  bool any_flip_advice = false;
+  for (const auto& a : res->rebalances) {
+    EXPECT_EQ(a.flip, a.target_n_p != a.current_n_p);
+    if (a.flip) {
+      any_flip_advice = true;
+      EXPECT_GE(a.target_lambda, a.current_lambda * 1.05) << a.summary;
+    }
+  }
+  EXPECT_TRUE(any_flip_advice);
+  // A worker receives work only in its current role and never while it drains: replay each
+  // worker's role timeline (initial role from its name, toggled at each completed flip).
+  auto role_at = [&](int32_t w, double t, bool* draining) {
+    bool prefill = res->worker_names[static_cast<size_t>(w)].find("/prefill-") != std::string::npos;
+    *draining = false;
+    for (const RoleFlip& f : res->role_flips) {
+      if (f.worker != w) continue;
+      if (t >= f.advised_s && t < f.done_s) *draining = true;
+      if (t >= f.done_s) prefill = f.to_prefill;
+    }
+    return prefill;
+  };
+  size_t checked = 0;
+  for (const auto& r : res->records) {
+    bool draining = false;
+    if (res->worker_names[static_cast<size_t>(r.prefill_worker)].rfind("pd/", 0) == 0) {
+      EXPECT_TRUE(role_at(r.prefill_worker, r.routed_s, &draining)) << r.id;
+      EXPECT_FALSE(draining) << r.id;
+      ++checked;
+    }
+    EXPECT_FALSE(role_at(r.decode_worker, r.routed_s, &draining)) << r.id;
+    EXPECT_FALSE(draining) << r.id;
+  }
+  EXPECT_GT(checked, 0u);
+
+  // Off: the same run keeps its roles.
+  Topology off = topo;
+  off.policy.rebalance_period_s = 0;
+  auto res_off = RunSimulation(off, tr, {});
+  ASSERT_TRUE(res_off.ok());
+  EXPECT_TRUE(res_off->role_flips.empty());
+  EXPECT_TRUE(res_off->rebalances.empty());
+}
+
+TEST(Simulator, LongTimescaleControllerIsDeterministic) {
+  Topology topo = Topo(kRebalance);
+  const uint64_t seed = std::random_device{}();
+  auto run = [&](uint64_t s) {
+    Trace tr = LoadShift(600, 1200, s);
+    auto res = RunSimulation(topo, tr, {});
+    EXPECT_TRUE(res.ok());
+    std::ostringstream os;
+    for (const auto& f : res->role_flips)
+      os << f.advised_s << ' ' << f.done_s << ' ' << f.worker << ' ' << f.to_prefill << '\n';
+    for (const auto& r : res->records)
+      os << r.prefill_worker << ' ' << r.decode_worker << ' ' << r.finish_s << '\n';
+    os << SummaryToJson(Summarise(*res, topo.slo)).dump();
+    return std::make_pair(os.str(), res->role_flips.size());
+  };
+  auto [a, flips] = run(seed);
+  auto [b, flips_b] = run(seed);
+  EXPECT_GT(flips, 0u);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, run(seed + 1).first);
+}
+
+TEST(Topology, RebalanceNeedsOnePrfaasAndOnePdCluster) {
+  std::string yaml = kHomogeneous;
+  yaml += "  rebalance: {period_s: 10}\n";
+  yaml.replace(yaml.find("policy: {name: homogeneous-pd, controller_period_s: 0}"),
+               std::string("policy: {name: homogeneous-pd, controller_period_s: 0}").size(),
+               "policy:\n  name: homogeneous-pd\n  controller_period_s: 0");
+  Topology topo = Topo(yaml.c_str());
+  EXPECT_DOUBLE_EQ(topo.policy.rebalance_period_s, 10);
+  auto res = RunSimulation(topo, OneRequest(100, 2), {});
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.status().message().find("one prfaas and one pd cluster"), std::string::npos)
+      << res.status();
+  auto bad = ParseTopology(R"(
+model: {preset: paper-1t}
+clusters: [{name: pd, kind: pd, workers: 2}]
+policy: {rebalance: {period_s: -1}}
+)",
+                           "t.yaml", "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("rebalance"), std::string::npos);
+}
+
 TEST(Topology, RejectsBadFiles) {
   EXPECT_FALSE(ParseTopology("clusters: []", "t", "").ok());
   auto bad_split = ParseTopology(R"(

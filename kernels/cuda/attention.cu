@@ -1,0 +1,751 @@
+// Attention kernels over the paged bf16 KV cache (see attention.h for the contract).
+//
+// Layout of this file: the cache write, the reference kernel (one warp per query row and head),
+// the shared tensor-core helpers (ldmatrix / mma.sync m16n8k16 / cp.async), the fast prefill
+// kernel (FlashAttention-2 structure: a block owns BM query rows of one head and streams the
+// causal key range in BN-key tiles through double-buffered shared memory, S and P never leave
+// registers), and the split-K decode kernel plus its merge.
+#include "kernels/cuda/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/common.h"
+
+namespace prfaas::kernels::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Sequence owning token row `row`: the largest s with cu[s] <= row (cu null: row itself).
+__device__ __forceinline__ int FindSeq(const int32_t* cu, int num_seqs, int row) {
+  if (cu == nullptr) return row;
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (cu[mid] <= row) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+__device__ __forceinline__ int RowBegin(const int32_t* cu, int s) {
+  return cu == nullptr ? s : cu[s];
+}
+
+// Offset (elements) of token `pos`'s row (all kv heads) in the cache of sequence `s`.
+__device__ __forceinline__ int64_t CacheRowOffset(const PagedKvCache& c, int s, int pos,
+                                                  int row_elems) {
+  const int blk =
+      c.block_tables[static_cast<int64_t>(s) * c.block_table_stride + pos / c.block_size];
+  return static_cast<int64_t>(blk) * c.block_stride +
+         static_cast<int64_t>(pos % c.block_size) * row_elems;
+}
+
+// Offset of the first row of a `rows`-token tile starting at key0 (a multiple of rows) when the
+// tile cannot straddle a cache block (block_size % rows == 0), so the tile's rows are
+// row_elems apart; -1 otherwise. One block-table lookup per tile instead of one per row keeps the
+// tile loads' address arithmetic (a division and a dependent load per row) off the issue slots.
+__device__ __forceinline__ int64_t TileBase(const PagedKvCache& c, int s, int key0, int rows,
+                                            int row_elems) {
+  if (c.block_size % rows != 0) return -1;
+  return CacheRowOffset(c, s, key0, row_elems);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache write: one block per new token row, 16-byte vectors (row length is a multiple of 8).
+__global__ void PagedKvWriteKernel(AttentionBatch b) {
+  const int row = blockIdx.x;
+  const int s = FindSeq(b.cu_seqlens, b.num_seqs, row);
+  const int pos = b.first_pos[s] + row - RowBegin(b.cu_seqlens, s);
+  const int row_elems = b.kv_heads * b.head_dim;
+  const int64_t dst = CacheRowOffset(b.cache, s, pos, row_elems);
+  const int4* ks = reinterpret_cast<const int4*>(b.k_new + static_cast<int64_t>(row) * row_elems);
+  const int4* vs = reinterpret_cast<const int4*>(b.v_new + static_cast<int64_t>(row) * row_elems);
+  int4* kd = reinterpret_cast<int4*>(b.cache.k_cache + dst);
+  int4* vd = reinterpret_cast<int4*>(b.cache.v_cache + dst);
+  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) {
+    kd[i] = ks[i];
+    vd[i] = vs[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference: one warp per (token row, q head); scalar online softmax over keys 0..pos, each lane
+// owning head_dim / 32 output dims. Slow and simple on purpose.
+constexpr int kRefMaxPerLane = 16;  // head_dim <= 512
+
+__global__ void AttentionRefKernel(AttentionBatch b) {
+  const int64_t gw = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (gw >= static_cast<int64_t>(b.total_tokens) * b.q_heads) return;
+  const int row = static_cast<int>(gw / b.q_heads);
+  const int h = static_cast<int>(gw % b.q_heads);
+  const int s = FindSeq(b.cu_seqlens, b.num_seqs, row);
+  const int pos = b.first_pos[s] + row - RowBegin(b.cu_seqlens, s);
+  const int kvh = h / (b.q_heads / b.kv_heads);
+  const int d = b.head_dim;
+  const int row_elems = b.kv_heads * d;
+  float q[kRefMaxPerLane], acc[kRefMaxPerLane];
+  const __nv_bfloat16* qp = b.q + (static_cast<int64_t>(row) * b.q_heads + h) * d;
+#pragma unroll
+  for (int i = 0; i < kRefMaxPerLane; ++i) {
+    const int c = lane + 32 * i;
+    q[i] = c < d ? bf16_to_float(qp[c]) : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  for (int j = 0; j <= pos; ++j) {
+    const int64_t off = CacheRowOffset(b.cache, s, j, row_elems) + kvh * d;
+    const __nv_bfloat16* kp = b.cache.k_cache + off;
+    const __nv_bfloat16* vp = b.cache.v_cache + off;
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kRefMaxPerLane; ++i) {
+      const int c = lane + 32 * i;
+      if (c < d) dot += q[i] * bf16_to_float(kp[c]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float x = dot * b.scale;
+    const float m_new = fmaxf(m, x);
+    const float corr = expf(m - m_new);  // 0 on the first key (m = -inf)
+    const float p = expf(x - m_new);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < kRefMaxPerLane; ++i) {
+      const int c = lane + 32 * i;
+      if (c < d) acc[i] = acc[i] * corr + p * bf16_to_float(vp[c]);
+    }
+    m = m_new;
+  }
+  __nv_bfloat16* op = b.out + (static_cast<int64_t>(row) * b.q_heads + h) * d;
+  const float inv = 1.0f / l;
+#pragma unroll
+  for (int i = 0; i < kRefMaxPerLane; ++i) {
+    const int c = lane + 32 * i;
+    if (c < d) op[c] = float_to_bf16(acc[i] * inv);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core helpers (sm_80+ instructions, all available on sm_90).
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared; src_bytes = 0 zero-fills the destination (used for rows
+// past the end, so that masked keys multiply finite zeros rather than stale shared memory).
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a * b for one m16n8k16 tile, bf16 inputs, fp32 accumulators.
+__device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Shared-memory tile of rows x HD bf16, 16-byte chunk c of row r stored at chunk c ^ (r & 7):
+// the 8 rows one ldmatrix phase reads then fall into 8 different bank groups.
+template <int HD>
+__device__ __forceinline__ __nv_bfloat16* TileAt(__nv_bfloat16* base, int r, int chunk) {
+  return base + r * HD + ((chunk ^ (r & 7)) << 3);
+}
+
+// ldmatrix addressing into such a tile for one lane. The lane reads row `row` (row & 7 = lane & 7
+// for every fragment used here) at chunk 2 * kk + x for k-step kk; chunk = 8 * (kk / 4) + lo with
+// lo = 2 * (kk % 4) + x, and the swizzle only permutes lo, so the byte address is
+// row_base + 128 * (kk / 4) + off[kk % 4]: four lane-dependent offsets instead of one register per
+// k-step (a fully unrolled loop would otherwise keep 16+ addresses live).
+template <int HD>
+struct FragAddr {
+  uint32_t off[4];
+  __device__ __forceinline__ FragAddr(const __nv_bfloat16* tile, int row, int x) {
+    const uint32_t base = SmemAddr(tile) + row * HD * 2;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) off[i] = base + ((((2 * i + x) ^ (row & 7))) << 4);
+  }
+  // Address of k-step kk (compile-time after unrolling), plus extra_rows whole rows.
+  __device__ __forceinline__ uint32_t at(int kk, int extra_rows = 0) const {
+    return off[kk & 3] + (kk >> 2) * 128 + extra_rows * HD * 2;
+  }
+};
+
+// Online-softmax update of one accumulator row set. s: this thread's scores of the rows it holds
+// (already masked with -inf), in units of log2 (scale * log2e folded in). Returns nothing; updates
+// m (running max), l (this thread's partial row sum) and rescales o.
+template <int NT, int OT>
+__device__ __forceinline__ void SoftmaxUpdate(float (&s)[NT][4], float (&m)[2], float (&l)[2],
+                                              float (&o)[OT][4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float mx = m[half];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // A row with no unmasked key so far keeps m = -inf; subtract 0 then so exp2 gives 0, not NaN.
+    const float base = mx == -INFINITY ? 0.0f : mx;
+    const float corr = exp2f(m[half] - base);
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      s[nt][2 * half] = exp2f(s[nt][2 * half] - base);
+      s[nt][2 * half + 1] = exp2f(s[nt][2 * half + 1] - base);
+      sum += s[nt][2 * half] + s[nt][2 * half + 1];
+    }
+    l[half] = l[half] * corr + sum;
+    m[half] = mx;
+#pragma unroll
+    for (int ot = 0; ot < OT; ++ot) {
+      o[ot][2 * half] *= corr;
+      o[ot][2 * half + 1] *= corr;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast prefill. Block = NW warps = BM query rows (MT m16 tiles per warp) of one (sequence, head);
+// keys in BN tiles from position 0 up to the block's last row (forward order, so every row sees
+// key 0 first and its running max is finite from the first tile on).
+template <int HD, int BM, int BN, int NW>
+struct PrefillCfg {
+  static constexpr int kThreads = NW * 32;
+  static constexpr int kMT = BM / (16 * NW);                 // m16 tiles per warp
+  static constexpr int kNT = BN / 8;                         // n8 tiles of S
+  static constexpr int kOT = HD / 8;                         // n8 tiles of O
+  static constexpr int kCpr = HD / 8;                        // 16-byte chunks per row
+  static constexpr int kSmemBytes = (BM + 4 * BN) * HD * 2;  // Q + 2 x K + 2 x V
+  static_assert(BM % (16 * NW) == 0 && BN % 16 == 0 && HD % 64 == 0);
+};
+
+template <int HD, int BM, int BN, int NW>
+__global__ void __launch_bounds__(NW * 32, 1) AttentionPrefillKernel(AttentionBatch b) {
+  using Cfg = PrefillCfg<HD, BM, BN, NW>;
+  constexpr int kMT = Cfg::kMT, kNT = Cfg::kNT, kOT = Cfg::kOT, kCpr = Cfg::kCpr;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* sk = sq + BM * HD;             // 2 buffers of BN rows
+  __nv_bfloat16* sv = sq + (BM + 2 * BN) * HD;  // 2 buffers of BN rows
+  constexpr int kKvTileBytes = BN * HD * 2;
+
+  const int s = blockIdx.z;
+  const int h = blockIdx.y;
+  const int row0 = b.cu_seqlens[s];
+  const int t = b.cu_seqlens[s + 1] - row0;
+  const int m_tile = gridDim.x - 1 - blockIdx.x;  // heaviest (latest rows) first
+  const int m0 = m_tile * BM;
+  if (m0 >= t) return;
+  const int first = b.first_pos[s];
+  const int ctx = first + t;
+  const int kvh = h / (b.q_heads / b.kv_heads);
+  const int row_elems = b.kv_heads * HD;
+  const int q_stride = b.q_heads * HD;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  // Q tile (rows past t zero-filled; their outputs are never stored).
+  for (int c = tid; c < BM * kCpr; c += Cfg::kThreads) {
+    const int r = c / kCpr, ch = c % kCpr;
+    const bool ok = m0 + r < t;
+    const __nv_bfloat16* src =
+        b.q + static_cast<int64_t>(row0 + (ok ? m0 + r : 0)) * q_stride + h * HD + ch * 8;
+    CpAsync16(TileAt<HD>(sq, r, ch), src, ok);
+  }
+  auto load_kv = [&](__nv_bfloat16* dst, const __nv_bfloat16* cache, int key0) {
+    const int64_t base = TileBase(b.cache, s, key0, BN, row_elems);
+    for (int c = tid; c < BN * kCpr; c += Cfg::kThreads) {
+      const int r = c / kCpr, ch = c % kCpr;
+      const int pos = key0 + r;
+      const bool ok = pos < ctx;
+      const int64_t off = (base >= 0 ? base + static_cast<int64_t>(r) * row_elems
+                                     : CacheRowOffset(b.cache, s, ok ? pos : 0, row_elems)) +
+                          kvh * HD + ch * 8;
+      CpAsync16(TileAt<HD>(dst, r, ch), cache + off, ok);
+    }
+  };
+
+  const int last_key = min(first + m0 + BM, ctx) - 1;
+  const int n_tiles = last_key / BN + 1;
+  const int first_masked_tile = (first + m0) / BN;  // tiles from here may hold keys > some row
+  const float scale_log2 = b.scale * kLog2e;
+
+  load_kv(sk, b.cache.k_cache, 0);
+  CpAsyncCommit();  // group: Q + K0
+
+  float o[kMT][kOT][4];
+  float m[kMT][2], l[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot) o[mt][ot][0] = o[mt][ot][1] = o[mt][ot][2] = o[mt][ot][3] = 0;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
+  const int wrow = warp * 16 * kMT;  // first row of this warp within the block
+  const int g = lane / 4, tq = lane % 4;
+  const FragAddr<HD> qa(sq, wrow + (lane % 16), lane / 16);
+  const FragAddr<HD> ka(sk, (lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
+  const FragAddr<HD> va(sv, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int buf = j & 1;
+    load_kv(sv + buf * BN * HD, b.cache.v_cache, j * BN);
+    CpAsyncCommit();
+    CpAsyncWait<1>();  // Q and K_j landed
+    __syncthreads();
+    // Prefetch K_{j+1} into the other buffer: every warp finished S_{j-1} before the barrier above.
+    if (j + 1 < n_tiles) load_kv(sk + (buf ^ 1) * BN * HD, b.cache.k_cache, (j + 1) * BN);
+    CpAsyncCommit();
+
+    float sc[kMT][kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+        sc[mt][nt][0] = sc[mt][nt][1] = sc[mt][nt][2] = sc[mt][nt][3] = 0;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) LdMatrixX4(a[mt], qa.at(kk, mt * 16));
+#pragma unroll
+      for (int n2 = 0; n2 < kNT / 2; ++n2) {
+        uint32_t bk[4];
+        LdMatrixX4(bk, ka.at(kk, n2 * 16) + buf * kKvTileBytes);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          Mma16816(sc[mt][2 * n2], a[mt], bk[0], bk[1]);
+          Mma16816(sc[mt][2 * n2 + 1], a[mt], bk[2], bk[3]);
+        }
+      }
+    }
+    // Scale to log2 units, mask keys after the row's position (and past the context).
+    const bool need_mask = j >= first_masked_tile;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = sc[mt][nt][e] * scale_log2;
+          if (need_mask) {
+            const int key = j * BN + nt * 8 + tq * 2 + (e & 1);
+            const int pos = min(first + m0 + wrow + mt * 16 + g + (e >> 1) * 8, ctx - 1);
+            if (key > pos) x = -INFINITY;
+          }
+          sc[mt][nt][e] = x;
+        }
+      }
+      SoftmaxUpdate<kNT, kOT>(sc[mt], m[mt], l[mt], o[mt]);
+    }
+
+    CpAsyncWait<1>();  // V_j landed (K_{j+1} may still fly)
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        a[mt][0] = PackBf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+        a[mt][1] = PackBf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+        a[mt][2] = PackBf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+        a[mt][3] = PackBf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int d2 = 0; d2 < kOT / 2; ++d2) {
+        uint32_t bv[4];
+        LdMatrixX4Trans(bv, va.at(d2, kk * 16) + buf * kKvTileBytes);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          Mma16816(o[mt][2 * d2], a[mt], bv[0], bv[1]);
+          Mma16816(o[mt][2 * d2 + 1], a[mt], bv[2], bv[3]);
+        }
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = l[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = 1.0f / sum;
+      const int r = m0 + wrow + mt * 16 + g + half * 8;
+      if (r < t) {
+        __nv_bfloat16* op = b.out + static_cast<int64_t>(row0 + r) * q_stride + h * HD + tq * 2;
+#pragma unroll
+        for (int ot = 0; ot < kOT; ++ot) {
+          *reinterpret_cast<__nv_bfloat162*>(op + ot * 8) =
+              __floats2bfloat162_rn(o[mt][ot][2 * half] * inv, o[mt][ot][2 * half + 1] * inv);
+        }
+      }
+    }
+  }
+}
+
+template <int HD, int BM, int BN, int NW>
+void LaunchPrefill(const AttentionBatch& b, cudaStream_t stream) {
+  using Cfg = PrefillCfg<HD, BM, BN, NW>;
+  auto kernel = AttentionPrefillKernel<HD, BM, BN, NW>;
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+  const dim3 grid(ceil_div(b.max_new_tokens, BM), b.q_heads, b.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(b);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast decode. Block = (split, kv head, sequence), 4 warps. The group's q heads are the 16 rows
+// of one m16 tile (rows past the group are zero and ignored), so each K/V byte is read once per
+// group. Each warp streams its own 16-key tiles (w, w+4, ...) of the split's key range through a
+// private STAGES-deep cp.async ring (warp-level sync only), keeps its own online-softmax state,
+// and the 4 warps merge through shared memory at the end. With one split the block writes the
+// output; otherwise it writes a normalised fp32 partial and its log2-sum-exp for the merge kernel.
+constexpr int kDecWarps = 4;
+constexpr int kDecKeys = 16;  // keys per warp tile
+constexpr int kMaxSplits = 256;
+constexpr int kMinSplitKeys = 1024;  // shorter splits made batch 1 at 64K slower (merge cost)
+
+template <int HD>
+struct DecodeCfg {
+  static constexpr int kStages = HD >= 256 ? 3 : 4;
+  static constexpr int kTileElems = kDecKeys * HD;             // one K (or V) tile
+  static constexpr int kWarpElems = kStages * 2 * kTileElems;  // ring of K+V tiles
+  static constexpr int kPipeBytes = kDecWarps * kWarpElems * 2;
+  static constexpr int kMergeBytes = kDecWarps * 16 * (HD + 2) * 4;  // O, m, l per warp
+  static constexpr int kSmemBytes =
+      16 * HD * 2 + (kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes);
+};
+
+struct DecodeSplit {
+  int splits;     // blocks per (sequence, kv head)
+  int split_len;  // keys per split
+};
+
+template <int HD>
+__global__ void __launch_bounds__(kDecWarps * 32, 1)
+    AttentionDecodeKernel(AttentionBatch b, DecodeSplit sp, float* part_o, float* part_lse) {
+  using Cfg = DecodeCfg<HD>;
+  constexpr int kCpr = HD / 8, kOT = HD / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* pipe = sq + 16 * HD;
+
+  const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
+  const int group = b.q_heads / b.kv_heads;
+  const int ctx = b.first_pos[s] + 1;
+  const int k_begin = split * sp.split_len;
+  const int k_end = min(ctx, k_begin + sp.split_len);
+  const int64_t pidx = (static_cast<int64_t>(s) * b.q_heads + kvh * group) * sp.splits + split;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if (k_begin >= k_end) {  // this split lies past the sequence: contributes nothing
+    if (sp.splits > 1 && tid < group)
+      part_lse[pidx + static_cast<int64_t>(tid) * sp.splits] = -INFINITY;
+    return;
+  }
+  const int row_elems = b.kv_heads * HD;
+  const int qrow = RowBegin(b.cu_seqlens, s);
+
+  for (int c = tid; c < 16 * kCpr; c += blockDim.x) {
+    const int r = c / kCpr, ch = c % kCpr;
+    const bool ok = r < group;
+    const __nv_bfloat16* src =
+        b.q + (static_cast<int64_t>(qrow) * b.q_heads + kvh * group + (ok ? r : 0)) * HD + ch * 8;
+    CpAsync16(TileAt<HD>(sq, r, ch), src, ok);
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();
+
+  __nv_bfloat16* ring = pipe + warp * Cfg::kWarpElems;
+  const int n_tiles = ceil_div(k_end - k_begin, kDecKeys);
+  auto issue = [&](int it) {  // warp-local tile number it -> stage it % kStages
+    const int tile = warp + kDecWarps * it;
+    if (tile < n_tiles) {
+      __nv_bfloat16* dk = ring + (it % Cfg::kStages) * 2 * Cfg::kTileElems;
+      __nv_bfloat16* dv = dk + Cfg::kTileElems;
+      const int key0 = k_begin + tile * kDecKeys;
+      const int64_t base = TileBase(b.cache, s, key0, kDecKeys, row_elems);
+#pragma unroll
+      for (int c = lane; c < kDecKeys * kCpr; c += 32) {
+        const int r = c / kCpr, ch = c % kCpr;
+        const bool ok = key0 + r < k_end;
+        const int64_t off =
+            (base >= 0 ? base + static_cast<int64_t>(r) * row_elems
+                       : CacheRowOffset(b.cache, s, ok ? key0 + r : k_begin, row_elems)) +
+            kvh * HD + ch * 8;
+        CpAsync16(TileAt<HD>(dk, r, ch), b.cache.k_cache + off, ok);
+        CpAsync16(TileAt<HD>(dv, r, ch), b.cache.v_cache + off, ok);
+      }
+    }
+    CpAsyncCommit();  // always, so that group counting stays uniform
+  };
+
+  float o[kOT][4];
+#pragma unroll
+  for (int ot = 0; ot < kOT; ++ot) o[ot][0] = o[ot][1] = o[ot][2] = o[ot][3] = 0;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float scale_log2 = b.scale * kLog2e;
+  const int tq = lane % 4;
+  const FragAddr<HD> qa(sq, lane % 16, lane / 16);
+  const FragAddr<HD> ka(ring, (lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
+  const FragAddr<HD> va(ring + Cfg::kTileElems, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+
+#pragma unroll
+  for (int it = 0; it < Cfg::kStages - 1; ++it) issue(it);
+  for (int it = 0; warp + kDecWarps * it < n_tiles; ++it) {
+    issue(it + Cfg::kStages - 1);
+    CpAsyncWait<Cfg::kStages - 1>();
+    __syncwarp();
+    const uint32_t stage_bytes = (it % Cfg::kStages) * 2 * Cfg::kTileElems * 2;
+    const int key0 = k_begin + (warp + kDecWarps * it) * kDecKeys;
+
+    float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4], bk[4];
+      LdMatrixX4(a, qa.at(kk));
+      LdMatrixX4(bk, ka.at(kk) + stage_bytes);
+      Mma16816(sc[0], a, bk[0], bk[1]);
+      Mma16816(sc[1], a, bk[2], bk[3]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + nt * 8 + tq * 2 + (e & 1);
+        sc[nt][e] = key < k_end ? sc[nt][e] * scale_log2 : -INFINITY;
+      }
+    }
+    SoftmaxUpdate<2, kOT>(sc, m, l, o);
+    uint32_t a[4] = {PackBf16(sc[0][0], sc[0][1]), PackBf16(sc[0][2], sc[0][3]),
+                     PackBf16(sc[1][0], sc[1][1]), PackBf16(sc[1][2], sc[1][3])};
+#pragma unroll
+    for (int d2 = 0; d2 < kOT / 2; ++d2) {
+      uint32_t bv[4];
+      LdMatrixX4Trans(bv, va.at(d2) + stage_bytes);
+      Mma16816(o[2 * d2], a, bv[0], bv[1]);
+      Mma16816(o[2 * d2 + 1], a, bv[2], bv[3]);
+    }
+    __syncwarp();  // the stage is refilled by a later issue()
+  }
+  CpAsyncWait<0>();
+  __syncthreads();  // every warp done with the ring: reuse it for the merge
+
+  // Per warp: O (unnormalised) [16][HD], m [16], l [16] in fp32.
+  float* mo = reinterpret_cast<float*>(pipe) + warp * 16 * (HD + 2);
+  float* mm = mo + 16 * HD;
+  float* ml = mm + 16;
+  const int g = lane / 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float sum = l[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int r = g + half * 8;
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot) {
+      mo[r * HD + ot * 8 + tq * 2] = o[ot][2 * half];
+      mo[r * HD + ot * 8 + tq * 2 + 1] = o[ot][2 * half + 1];
+    }
+    if (tq == 0) {
+      mm[r] = m[half];
+      ml[r] = sum;
+    }
+  }
+  __syncthreads();
+
+  for (int e = tid; e < group * HD; e += blockDim.x) {
+    const int r = e / HD, c = e % HD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; ++w) {
+      mx = fmaxf(mx, reinterpret_cast<float*>(pipe)[w * 16 * (HD + 2) + 16 * HD + r]);
+    }
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; ++w) {
+      const float* base = reinterpret_cast<float*>(pipe) + w * 16 * (HD + 2);
+      const float wm = base[16 * HD + r];
+      if (wm == -INFINITY) continue;  // warp saw no key of this split
+      const float f = exp2f(wm - mx);
+      sum += f * base[16 * HD + 16 + r];
+      acc += f * base[r * HD + c];
+    }
+    if (sp.splits == 1) {
+      b.out[(static_cast<int64_t>(qrow) * b.q_heads + kvh * group + r) * HD + c] =
+          float_to_bf16(acc / sum);
+    } else {
+      const int64_t pr = pidx + static_cast<int64_t>(r) * sp.splits;
+      part_o[pr * HD + c] = acc / sum;
+      if (c == 0) part_lse[pr] = mx + log2f(sum);
+    }
+  }
+}
+
+// Merges the splits of one (sequence, q head): out = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
+__global__ void AttentionDecodeMergeKernel(AttentionBatch b, DecodeSplit sp, const float* part_o,
+                                           const float* part_lse) {
+  const int64_t sh = blockIdx.x;  // s * q_heads + h
+  const int s = static_cast<int>(sh / b.q_heads);
+  const int ctx = b.first_pos[s] + 1;
+  const int n = min(sp.splits, ceil_div(ctx, sp.split_len));
+  const float* lse = part_lse + sh * sp.splits;
+  float mx = -INFINITY;
+  for (int i = 0; i < n; ++i) mx = fmaxf(mx, lse[i]);
+  const int qrow = RowBegin(b.cu_seqlens, s);
+  const int h = static_cast<int>(sh % b.q_heads);
+  for (int c = threadIdx.x; c < b.head_dim; c += blockDim.x) {
+    float sum = 0.0f, acc = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float f = exp2f(lse[i] - mx);
+      sum += f;
+      acc += f * part_o[(sh * sp.splits + i) * b.head_dim + c];
+    }
+    b.out[(static_cast<int64_t>(qrow) * b.q_heads + h) * b.head_dim + c] = float_to_bf16(acc / sum);
+  }
+}
+
+int NumSms() {
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
+// Splits per (sequence, kv head): enough blocks for ~kWaves waves over the SMs if every sequence
+// were max_context long (the many short blocks of a mixed batch then fill the tail), never a split
+// under kMinSplitKeys keys. `units` = num_seqs * kv_heads (num_seqs alone gives an upper bound).
+constexpr int kWaves = 8;
+int DecodeSplits(int64_t units, int32_t max_context) {
+  const int64_t by_sms = ceil_div<int64_t>(int64_t{kWaves} * NumSms(), std::max<int64_t>(1, units));
+  const int64_t by_len = ceil_div<int64_t>(std::max(1, max_context), kMinSplitKeys);
+  return static_cast<int>(std::clamp<int64_t>(std::min(by_sms, by_len), 1, kMaxSplits));
+}
+
+template <int HD>
+void LaunchDecode(const AttentionBatch& b, void* workspace, size_t workspace_bytes,
+                  cudaStream_t stream) {
+  using Cfg = DecodeCfg<HD>;
+  // DecodeSplits, never more than the workspace holds.
+  int splits = DecodeSplits(static_cast<int64_t>(b.num_seqs) * b.kv_heads, b.max_context);
+  const size_t per_split = static_cast<size_t>(b.num_seqs) * b.q_heads * (HD + 1) * sizeof(float);
+  if (workspace == nullptr) splits = 1;
+  splits =
+      static_cast<int>(std::min<size_t>(splits, std::max<size_t>(1, workspace_bytes / per_split)));
+  DecodeSplit sp{1, std::max(1, b.max_context)};
+  if (splits > 1) {
+    sp.split_len =
+        ceil_div(ceil_div(b.max_context, splits), kDecWarps * kDecKeys) * kDecWarps * kDecKeys;
+    sp.splits = ceil_div(b.max_context, sp.split_len);
+  }
+  float* part_o = static_cast<float*>(workspace);
+  float* part_lse =
+      part_o + static_cast<size_t>(b.num_seqs) * b.q_heads * std::max(1, sp.splits) * HD;
+  auto kernel = AttentionDecodeKernel<HD>;
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+  const dim3 grid(sp.splits, b.kv_heads, b.num_seqs);
+  kernel<<<grid, kDecWarps * 32, Cfg::kSmemBytes, stream>>>(b, sp, part_o, part_lse);
+  CUDA_CHECK_LAUNCH();
+  if (sp.splits > 1) {
+    AttentionDecodeMergeKernel<<<b.num_seqs * b.q_heads, 128, 0, stream>>>(b, sp, part_o, part_lse);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace
+
+void PagedKvWrite(const AttentionBatch& batch, cudaStream_t stream) {
+  if (batch.total_tokens <= 0) return;
+  PagedKvWriteKernel<<<batch.total_tokens, 64, 0, stream>>>(batch);
+  CUDA_CHECK_LAUNCH();
+}
+
+void AttentionPrefillRef(const AttentionBatch& batch, cudaStream_t stream) {
+  if (batch.total_tokens <= 0) return;
+  PagedKvWrite(batch, stream);
+  const int64_t threads = static_cast<int64_t>(batch.total_tokens) * batch.q_heads * 32;
+  AttentionRefKernel<<<static_cast<unsigned>(ceil_div<int64_t>(threads, 128)), 128, 0, stream>>>(
+      batch);
+  CUDA_CHECK_LAUNCH();
+}
+
+void AttentionDecodeRef(const AttentionBatch& batch, cudaStream_t stream) {
+  AttentionPrefillRef(batch, stream);  // one warp per (row, head) serves both
+}
+
+void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream) {
+  if (batch.total_tokens <= 0) return;
+  if (batch.cu_seqlens == nullptr || (batch.head_dim != 128 && batch.head_dim != 256)) {
+    AttentionPrefillRef(batch, stream);
+    return;
+  }
+  PagedKvWrite(batch, stream);
+  if (batch.head_dim == 128) {
+    LaunchPrefill<128, 128, 32, 4>(batch, stream);
+  } else {
+    LaunchPrefill<256, 128, 64, 8>(batch, stream);
+  }
+}
+
+size_t AttentionDecodeWorkspaceBytes(int32_t num_seqs, int32_t q_heads, int32_t head_dim,
+                                     int32_t max_context) {
+  const int splits = DecodeSplits(num_seqs, max_context);
+  if (splits <= 1) return 0;
+  return static_cast<size_t>(num_seqs) * q_heads * splits * (head_dim + 1) * sizeof(float);
+}
+
+void AttentionDecode(const AttentionBatch& batch, void* workspace, size_t workspace_bytes,
+                     cudaStream_t stream) {
+  if (batch.num_seqs <= 0) return;
+  const int group = batch.q_heads / batch.kv_heads;
+  if (group > 16 || (batch.head_dim != 128 && batch.head_dim != 256)) {
+    AttentionDecodeRef(batch, stream);
+    return;
+  }
+  PagedKvWrite(batch, stream);
+  if (batch.head_dim == 128) {
+    LaunchDecode<128>(batch, workspace, workspace_bytes, stream);
+  } else {
+    LaunchDecode<256>(batch, workspace, workspace_bytes, stream);
+  }
+}
+
+}  // namespace prfaas::kernels::cuda
