@@ -39,6 +39,22 @@ struct OutFrame {
   size_t size() const { return head.size() + payload.size(); }
 };
 
+// Removes from a stream connection's send queue (elements with a `frame` member) the frames of
+// `ticket` that belong to a bundle and returns them, for FrameSink::Purge. Control frames stay.
+template <typename Queue>
+std::vector<OutFrame> TakeTicketFrames(Queue& queue, uint64_t ticket) {
+  std::vector<OutFrame> taken;
+  for (auto it = queue.begin(); it != queue.end();) {
+    if (it->frame.ticket == ticket && it->frame.owner) {
+      taken.push_back(std::move(it->frame));
+      it = queue.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
+
 // Kernel-level numbers a backend can report (TCP_INFO and friends).
 struct KernelStats {
   uint32_t connections = 0;

@@ -29,6 +29,7 @@ using TlsStream = ssl::stream<tcp::socket>;
 using internal::OutFrame;
 using internal::RxCore;
 using internal::SenderCore;
+using internal::TakeTicketFrames;
 
 Result<std::shared_ptr<ssl::context>> MakeTlsContext(const TlsOptions& o, bool server) {
   try {
@@ -102,14 +103,7 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
     std::vector<OutFrame> dropped;
     {
       std::lock_guard lk(mu_);
-      for (auto it = queue_.begin(); it != queue_.end();) {
-        if (it->frame.ticket == ticket && it->frame.owner) {
-          dropped.push_back(std::move(it->frame));
-          it = queue_.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      dropped = TakeTicketFrames(queue_, ticket);
     }
     for (auto& f : dropped) Done(f, false);
   }

@@ -34,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 using internal::OutFrame;
 using internal::RxCore;
 using internal::SenderCore;
+using internal::TakeTicketFrames;
 
 std::string UcsText(ucs_status_t s) {
   return ucs_status_string(s);
@@ -337,14 +338,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
     std::vector<OutFrame> dropped;
     {
       std::lock_guard lk(mu_);
-      for (auto it = queue_.begin(); it != queue_.end();) {
-        if (it->frame.ticket == ticket && it->frame.owner) {
-          dropped.push_back(std::move(it->frame));
-          it = queue_.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      dropped = TakeTicketFrames(queue_, ticket);
     }
     for (auto& f : dropped) Done(f, false);
   }
