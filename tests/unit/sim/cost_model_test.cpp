@@ -120,14 +120,23 @@ TEST(AnalyticCost, MonotoneAndHardwareOrdered) {
   for (int k = 0; k < 50; ++k) {
     int64_t a = len(rng), b = a + len(rng);
     PrefillItem ia{0, a}, ib{0, b};
-    EXPECT_LT(h200.PrefillSeconds({&ia, 1}), h200.PrefillSeconds({&ib, 1}));
+    // Short passes are bound by streaming the weights (a flat floor), so only non-decreasing
+    // holds everywhere; strictly increasing holds once compute dominates (checked below).
+    EXPECT_LE(h200.PrefillSeconds({&ia, 1}), h200.PrefillSeconds({&ib, 1}));
     EXPECT_LT(h200.PrefillSeconds({&ib, 1}), h20.PrefillSeconds({&ib, 1}));
-    // A cached prefix saves compute.
+    // A cached prefix never costs more, and saves compute where compute dominates.
     PrefillItem cached{a, b - a};
-    EXPECT_LT(h200.PrefillSeconds({&cached, 1}), h200.PrefillSeconds({&ib, 1}));
+    EXPECT_LE(h200.PrefillSeconds({&cached, 1}), h200.PrefillSeconds({&ib, 1}));
+    if (a >= 16384) {
+      EXPECT_LT(h200.PrefillSeconds({&ia, 1}), h200.PrefillSeconds({&ib, 1})) << a << " " << b;
+      EXPECT_LT(h200.PrefillSeconds({&cached, 1}), h200.PrefillSeconds({&ib, 1})) << a << " " << b;
+    }
     EXPECT_LE(h20.DecodeStepSeconds(8, a), h20.DecodeStepSeconds(8, b));
     EXPECT_LE(h20.DecodeStepSeconds(4, a), h20.DecodeStepSeconds(32, a));
   }
+  // The weight-streaming floor: once a pass touches every expert, short passes cost the same.
+  PrefillItem t1{0, 64}, t2{0, 128};
+  EXPECT_EQ(h200.PrefillSeconds({&t1, 1}), h200.PrefillSeconds({&t2, 1}));
   EXPECT_EQ(h200.PrefillSeconds({}), 0.0);
   EXPECT_FALSE(HardwarePreset("TPU9").ok());
 }
