@@ -50,11 +50,31 @@ const char* AbortCodeName(AbortCode c) {
 class SegmentPool {
  public:
   static constexpr size_t kHuge = 2u << 20;
-  static constexpr size_t kMaxCachedBytes = 256u << 20;
 
   static SegmentPool& Get() {
     static SegmentPool* pool = new SegmentPool;  // never destroyed: deleters may run at exit
     return *pool;
+  }
+
+  // Lowering the limit frees idle blocks above it at once.
+  void SetLimit(uint64_t bytes) {
+    std::vector<void*> drop;
+    {
+      std::lock_guard lk(mu_);
+      limit_ = bytes;
+      for (auto& [size, blocks] : free_) {
+        while (cached_ > limit_ && !blocks.empty()) {
+          drop.push_back(blocks.back());
+          blocks.pop_back();
+          cached_ -= size;
+        }
+      }
+    }
+    for (void* p : drop) std::free(p);
+  }
+  uint64_t cached() {
+    std::lock_guard lk(mu_);
+    return cached_;
   }
 
   std::shared_ptr<std::byte[]> Alloc(uint64_t n) {
@@ -83,7 +103,7 @@ class SegmentPool {
   void Release(void* p, size_t rounded) {
     {
       std::lock_guard lk(mu_);
-      if (cached_ + rounded <= kMaxCachedBytes) {
+      if (cached_ + rounded <= limit_) {
         free_[rounded].push_back(p);
         cached_ += rounded;
         return;
@@ -95,6 +115,7 @@ class SegmentPool {
   std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_;  // rounded size -> idle blocks
   size_t cached_ = 0;
+  size_t limit_ = 256u << 20;
 };
 
 std::shared_ptr<std::byte[]> AllocSegment(uint64_t n) {
@@ -1061,3 +1082,14 @@ void RxCore::Tick() {
 }
 
 }  // namespace prfaas::transport::internal
+
+namespace prfaas::transport {
+
+void SetReceiveBufferPoolBytes(uint64_t bytes) {
+  internal::SegmentPool::Get().SetLimit(bytes);
+}
+uint64_t ReceiveBufferPoolCachedBytes() {
+  return internal::SegmentPool::Get().cached();
+}
+
+}  // namespace prfaas::transport

@@ -201,6 +201,14 @@ struct CommonOptions {
   int staging_slots = 16;  // CUDA builds: pinned staging buffers of chunk_bytes for device memory
 };
 
+// Receive buffers of 2 MiB and up come from one process-wide pool of huge-page blocks. Blocks the
+// consumer releases stay cached up to this many bytes (default 256 MiB) so later bundles reuse
+// them; above it they go back to the OS and the next bundle pays for fresh zeroed pages (about as
+// much CPU as receiving the bytes). Size it to the bytes a receiver holds at once, e.g. one large
+// bundle. Lowering it frees idle blocks at once. Thread-safe.
+void SetReceiveBufferPoolBytes(uint64_t bytes);
+uint64_t ReceiveBufferPoolCachedBytes();  // idle bytes the pool holds now
+
 struct TlsOptions {
   std::string cert_file;  // PEM certificate chain of this side
   std::string key_file;   // PEM private key

@@ -71,6 +71,10 @@ void Bind(Cli& c) {
   s.Add("transport-connections", &w.transport_connections,
         "parallel connections (TCP) / endpoints (UCX) per decode peer")
       .Range(1, 64);
+  s.Add("transport-buffer-pool-mib", &w.transport_buffer_pool_mib,
+        "receive buffers (MiB) kept for reuse between KV bundles; size it to the bundle bytes a "
+        "decode worker holds at once, or bundles pay for fresh zeroed pages")
+      .Range(0, 1 << 20);
   s.Add("drain-deadline-seconds", &w.drain_deadline_seconds,
         "how long drain / shutdown waits for in-flight requests")
       .Range(0, 86400);

@@ -152,6 +152,7 @@ prfaas::Status Worker::Impl::Init() {
   capacity = std::make_unique<serving::Capacity>(cfg.kv_blocks, cfg.state_slots);
 
   PRFAAS_ASSIGN_OR_RETURN(transport::Backend backend, transport::ParseBackend(cfg.transport));
+  transport::SetReceiveBufferPoolBytes(static_cast<uint64_t>(cfg.transport_buffer_pool_mib) << 20);
   if (backend == transport::Backend::kInproc) {
     return InvalidArgument("--transport inproc only works inside one process; use tcp or ucx");
   }

@@ -43,6 +43,7 @@ struct WorkerConfig {
   int64_t prefill_tokens_per_step = 512;
   int max_decode_batch = 64;
   int transport_connections = 4;
+  int64_t transport_buffer_pool_mib = 256;  // receive buffers kept for reuse between bundles
   double drain_deadline_seconds = 30;
   double transfer_timeout_seconds = 60;
   std::string ready_file;  // once ready, the bound ports are written here as JSON

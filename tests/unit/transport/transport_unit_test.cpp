@@ -472,6 +472,47 @@ TEST(Inproc, LayerwiseBundleArrivesIntact) {
       << text;
 }
 
+// Receive buffers of 2 MiB and up are recycled through the process-wide pool up to its limit; a
+// recycled block carries the new bundle's bytes intact, and lowering the limit frees idle blocks.
+TEST(Inproc, ReceiveBuffersAreRecycledUpToThePoolLimit) {
+  SetReceiveBufferPoolBytes(0);
+  ASSERT_EQ(ReceiveBufferPoolCachedBytes(), 0u);
+  SetReceiveBufferPoolBytes(16u << 20);
+  InprocPair p;
+  const uint64_t fp = Rng()();
+  auto send = [&](std::vector<std::vector<std::byte>>& sent) {
+    Ticket t = p.Issue(fp, 1 << 26);
+    auto bundle = p.tx->Begin(MakeHeader(t, fp, 3), t);
+    ASSERT_TRUE(bundle.ok()) << bundle.status();
+    for (uint32_t l = 0; l < 3; ++l) {
+      sent.push_back(RandomBytes((3u << 20) + Rng()() % 1000));  // rounds up to a 4 MiB block
+      SegmentInfo info{l, SegmentKind::kAttnKv, 0, 8, false};
+      ASSERT_TRUE((*bundle)->Append(info, {sent.back().data(), sent.back().size()}).ok());
+    }
+    ASSERT_TRUE((*bundle)->Commit().ok());
+  };
+  std::vector<std::vector<std::byte>> first, second;
+  send(first);
+  ASSERT_EQ(p.got.bundles.size(), 1u);
+  EXPECT_EQ(ReceiveBufferPoolCachedBytes(), 0u);  // all three blocks are held by the consumer
+  p.got.bundles.clear();
+  EXPECT_EQ(ReceiveBufferPoolCachedBytes(), 12u << 20);
+
+  send(second);  // takes the three idle blocks back
+  EXPECT_EQ(ReceiveBufferPoolCachedBytes(), 0u);
+  ASSERT_EQ(p.got.bundles.size(), 1u);
+  for (size_t i = 0; i < second.size(); ++i) {
+    ASSERT_EQ(p.got.bundles[0].segments[i].size, second[i].size());
+    EXPECT_EQ(0, std::memcmp(p.got.bundles[0].segments[i].data.get(), second[i].data(),
+                             second[i].size()));
+  }
+  p.got.bundles.clear();
+  EXPECT_EQ(ReceiveBufferPoolCachedBytes(), 12u << 20);
+  SetReceiveBufferPoolBytes(4u << 20);  // lowering the limit frees what is above it at once
+  EXPECT_EQ(ReceiveBufferPoolCachedBytes(), 4u << 20);
+  SetReceiveBufferPoolBytes(256u << 20);
+}
+
 TEST(Inproc, FingerprintMismatchFailsBothSides) {
   InprocPair p;
   Ticket t = p.Issue(111);
