@@ -4,11 +4,13 @@
 // the shared tensor-core helpers (ldmatrix / mma.sync m16n8k16 / cp.async), the fast prefill
 // kernel (FlashAttention-2 structure: a block owns BM query rows of one head and streams the
 // causal key range in BN-key tiles through double-buffered shared memory, S and P never leave
-// registers), and the split-K decode kernel plus its merge.
+// registers), and the decode kernel (persistent blocks, balanced stream-K key ranges) plus its
+// plan and merge kernels.
 #include "kernels/cuda/attention.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cub/block/block_scan.cuh>
 
 #include "kernels/cuda/common.h"
 
@@ -431,16 +433,28 @@ void LaunchPrefill(const AttentionBatch& b, cudaStream_t stream) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast decode. Block = (split, kv head, sequence), 4 warps. The group's q heads are the 16 rows
-// of one m16 tile (rows past the group are zero and ignored), so each K/V byte is read once per
-// group. Each warp streams its own 16-key tiles (w, w+4, ...) of the split's key range through a
-// private STAGES-deep cp.async ring (warp-level sync only), keeps its own online-softmax state,
-// and the 4 warps merge through shared memory at the end. With one split the block writes the
-// output; otherwise it writes a normalised fp32 partial and its log2-sum-exp for the merge kernel.
+// Fast decode, balanced over the SMs (stream-K partitioning). The work is the concatenation of
+// every unit's key range (unit = (sequence, kv head), units in order s * kv_heads + kvh), cut into
+// kDecChunk-key chunks. Each of W persistent blocks (as many as fit on the device at once) takes
+// an equal, contiguous run of L chunks, which may end inside one unit and go on in the next. A
+// batch of mixed lengths thus leaves no SM idle in a last wave (the split-per-unit scheme this
+// replaces reached 69% of the copy rate at batch 32 for that reason, bench/results/
+// gpu-kernels.md), and a block pays its fixed cost (query tile load, pipeline fill, cross-warp
+// merge) once per piece of a unit it covers, not once per fixed-size split.
+//
+// A piece (DecodePiece): the group's q heads are the 16 rows of one m16 tile (rows past the group
+// are zero and ignored), so each K/V byte is read once per group; each of the 4 warps streams its
+// own 16-key tiles (w, w+4, ...) through a private kStages-deep cp.async ring (warp-level sync
+// only), keeps its own online-softmax state, and the warps merge through shared memory at the
+// end. A piece that is its whole unit writes the output; otherwise it writes a normalised fp32
+// partial and its log2-sum-exp, and the merge kernel combines the pieces of each unit.
+//
+// Partial slots: unit u's pieces are blocks first(u) .. last(u) (first(u) = u's first chunk / L),
+// stored at slots first(u) + u + piece. first(u+1) >= last(u), so slots never collide, and there
+// are fewer than W + units of them (AttentionDecodeWorkspaceBytes).
 constexpr int kDecWarps = 4;
-constexpr int kDecKeys = 16;  // keys per warp tile
-constexpr int kMaxSplits = 256;
-constexpr int kMinSplitKeys = 1024;  // shorter splits made batch 1 at 64K slower (merge cost)
+constexpr int kDecKeys = 16;                     // keys per warp tile
+constexpr int kDecChunk = kDecWarps * kDecKeys;  // keys per chunk: one tile for every warp
 
 template <int HD>
 struct DecodeCfg {
@@ -453,32 +467,49 @@ struct DecodeCfg {
       16 * HD * 2 + (kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes);
 };
 
-struct DecodeSplit {
-  int splits;     // blocks per (sequence, kv head)
-  int split_len;  // keys per split
-};
+// The plan in the workspace: plan[0] = L (chunks per block), plan[1] = N (total chunks),
+// plan[2 + s] = first chunk of sequence s's first unit (s = 0..num_seqs; the last is N).
+constexpr int kPlanThreads = 1024;
 
+__device__ __forceinline__ int UnitChunks(const AttentionBatch& b, int s) {
+  return ceil_div(b.first_pos[s] + 1, kDecChunk);
+}
+
+__global__ void __launch_bounds__(kPlanThreads)
+    DecodePlanKernel(AttentionBatch b, int workers, int32_t* plan) {
+  using Scan = cub::BlockScan<int32_t, kPlanThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  const int per = ceil_div(b.num_seqs, kPlanThreads);
+  const int s0 = min(b.num_seqs, static_cast<int>(threadIdx.x) * per);
+  const int s1 = min(b.num_seqs, s0 + per);
+  int32_t mine = 0;
+  for (int s = s0; s < s1; ++s) mine += UnitChunks(b, s) * b.kv_heads;
+  int32_t before = 0, total = 0;
+  Scan(scan).ExclusiveSum(mine, before, total);
+  int32_t* seq_chunk0 = plan + 2;
+  for (int s = s0; s < s1; ++s) {
+    seq_chunk0[s] = before;
+    before += UnitChunks(b, s) * b.kv_heads;
+  }
+  if (threadIdx.x == 0) {
+    seq_chunk0[b.num_seqs] = total;
+    plan[0] = max(1, ceil_div(total, workers));
+    plan[1] = total;
+  }
+}
+
+// Keys [k_begin, k_end) of unit (s, kvh). whole: the piece is the unit, write `out`; otherwise
+// write partial slot `slot`. Ends with a barrier, so the next piece may reuse shared memory.
 template <int HD>
-__global__ void __launch_bounds__(kDecWarps * 32, 1)
-    AttentionDecodeKernel(AttentionBatch b, DecodeSplit sp, float* part_o, float* part_lse) {
+__device__ __forceinline__ void DecodePiece(const AttentionBatch& b, int s, int kvh, int k_begin,
+                                            int k_end, bool whole, int64_t slot, float* part_o,
+                                            float* part_lse, unsigned char* smem_raw) {
   using Cfg = DecodeCfg<HD>;
   constexpr int kCpr = HD / 8, kOT = HD / 8;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* pipe = sq + 16 * HD;
-
-  const int split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
   const int group = b.q_heads / b.kv_heads;
-  const int ctx = b.first_pos[s] + 1;
-  const int k_begin = split * sp.split_len;
-  const int k_end = min(ctx, k_begin + sp.split_len);
-  const int64_t pidx = (static_cast<int64_t>(s) * b.q_heads + kvh * group) * sp.splits + split;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  if (k_begin >= k_end) {  // this split lies past the sequence: contributes nothing
-    if (sp.splits > 1 && tid < group)
-      part_lse[pidx + static_cast<int64_t>(tid) * sp.splits] = -INFINITY;
-    return;
-  }
   const int row_elems = b.kv_heads * HD;
   const int qrow = RowBegin(b.cu_seqlens, s);
 
@@ -603,40 +634,91 @@ __global__ void __launch_bounds__(kDecWarps * 32, 1)
     for (int w = 0; w < kDecWarps; ++w) {
       const float* base = reinterpret_cast<float*>(pipe) + w * 16 * (HD + 2);
       const float wm = base[16 * HD + r];
-      if (wm == -INFINITY) continue;  // warp saw no key of this split
+      if (wm == -INFINITY) continue;  // warp saw no key of this piece
       const float f = exp2f(wm - mx);
       sum += f * base[16 * HD + 16 + r];
       acc += f * base[r * HD + c];
     }
-    if (sp.splits == 1) {
+    if (whole) {
       b.out[(static_cast<int64_t>(qrow) * b.q_heads + kvh * group + r) * HD + c] =
           float_to_bf16(acc / sum);
     } else {
-      const int64_t pr = pidx + static_cast<int64_t>(r) * sp.splits;
+      const int64_t pr = slot * group + r;
       part_o[pr * HD + c] = acc / sum;
       if (c == 0) part_lse[pr] = mx + log2f(sum);
     }
   }
+  __syncthreads();  // the merge area is the next piece's ring
 }
 
-// Merges the splits of one (sequence, q head): out = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
-__global__ void AttentionDecodeMergeKernel(AttentionBatch b, DecodeSplit sp, const float* part_o,
-                                           const float* part_lse) {
+// plan null: one block per unit (blockIdx.x = s * kv_heads + kvh), whole units, no partials.
+template <int HD>
+__global__ void __launch_bounds__(kDecWarps * 32, 1)
+    AttentionDecodeKernel(AttentionBatch b, const int32_t* plan, float* part_o, float* part_lse) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  if (plan == nullptr) {
+    const int s = blockIdx.x / b.kv_heads, kvh = blockIdx.x % b.kv_heads;
+    DecodePiece<HD>(b, s, kvh, 0, b.first_pos[s] + 1, true, 0, part_o, part_lse, smem_raw);
+    return;
+  }
+  const int L = plan[0], total = plan[1];
+  const int32_t* seq_chunk0 = plan + 2;
+  int c = static_cast<int>(blockIdx.x) * L;
+  const int c_end = min(total, c + L);
+  if (c >= c_end) return;
+  int lo = 0, hi = b.num_seqs - 1;  // sequence holding chunk c: last s with seq_chunk0[s] <= c
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (seq_chunk0[mid] <= c) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  int s = lo;
+  while (c < c_end) {
+    while (seq_chunk0[s + 1] <= c) ++s;
+    const int ctx = b.first_pos[s] + 1;
+    const int cs = ceil_div(ctx, kDecChunk);  // chunks per unit of sequence s
+    const int rel = c - seq_chunk0[s];
+    const int kvh = rel / cs, lc = rel % cs;
+    const int hc = min(cs, lc + (c_end - c));
+    const int unit0 = seq_chunk0[s] + kvh * cs;
+    const int first = unit0 / L, last = (unit0 + cs - 1) / L;
+    const int64_t slot = first + (static_cast<int64_t>(s) * b.kv_heads + kvh) +
+                         (static_cast<int>(blockIdx.x) - first);
+    DecodePiece<HD>(b, s, kvh, lc * kDecChunk, min(ctx, hc * kDecChunk), first == last, slot,
+                    part_o, part_lse, smem_raw);
+    c += hc - lc;
+  }
+}
+
+// Merges the pieces of one (sequence, q head) whose unit was split:
+// out = sum_i 2^(lse_i - M) o_i / sum_i 2^(lse_i - M).
+__global__ void AttentionDecodeMergeKernel(AttentionBatch b, const int32_t* plan,
+                                           const float* part_o, const float* part_lse) {
   const int64_t sh = blockIdx.x;  // s * q_heads + h
   const int s = static_cast<int>(sh / b.q_heads);
-  const int ctx = b.first_pos[s] + 1;
-  const int n = min(sp.splits, ceil_div(ctx, sp.split_len));
-  const float* lse = part_lse + sh * sp.splits;
-  float mx = -INFINITY;
-  for (int i = 0; i < n; ++i) mx = fmaxf(mx, lse[i]);
-  const int qrow = RowBegin(b.cu_seqlens, s);
   const int h = static_cast<int>(sh % b.q_heads);
+  const int group = b.q_heads / b.kv_heads;
+  const int kvh = h / group, r = h % group;
+  const int L = plan[0];
+  const int cs = ceil_div(b.first_pos[s] + 1, kDecChunk);
+  const int unit0 = plan[2 + s] + kvh * cs;
+  const int first = unit0 / L, last = (unit0 + cs - 1) / L;
+  if (first == last) return;  // its only piece wrote the output
+  const int n = last - first + 1;
+  const int64_t slot0 = first + static_cast<int64_t>(s) * b.kv_heads + kvh;
+  float mx = -INFINITY;
+  for (int i = 0; i < n; ++i) mx = fmaxf(mx, part_lse[(slot0 + i) * group + r]);
+  const int qrow = RowBegin(b.cu_seqlens, s);
   for (int c = threadIdx.x; c < b.head_dim; c += blockDim.x) {
     float sum = 0.0f, acc = 0.0f;
     for (int i = 0; i < n; ++i) {
-      const float f = exp2f(lse[i] - mx);
+      const int64_t pr = (slot0 + i) * group + r;
+      const float f = exp2f(part_lse[pr] - mx);
       sum += f;
-      acc += f * part_o[(sh * sp.splits + i) * b.head_dim + c];
+      acc += f * part_o[pr * b.head_dim + c];
     }
     b.out[(static_cast<int64_t>(qrow) * b.q_heads + h) * b.head_dim + c] = float_to_bf16(acc / sum);
   }
@@ -649,45 +731,58 @@ int NumSms() {
   return sms;
 }
 
-// Splits per (sequence, kv head): enough blocks for ~kWaves waves over the SMs if every sequence
-// were max_context long (the many short blocks of a mixed batch then fill the tail), never a split
-// under kMinSplitKeys keys. `units` = num_seqs * kv_heads (num_seqs alone gives an upper bound).
-constexpr int kWaves = 8;
-int DecodeSplits(int64_t units, int32_t max_context) {
-  const int64_t by_sms = ceil_div<int64_t>(int64_t{kWaves} * NumSms(), std::max<int64_t>(1, units));
-  const int64_t by_len = ceil_div<int64_t>(std::max(1, max_context), kMinSplitKeys);
-  return static_cast<int>(std::clamp<int64_t>(std::min(by_sms, by_len), 1, kMaxSplits));
+// Persistent blocks for head_dim HD: as many as are resident at once on the current device.
+template <int HD>
+int DecodeWorkers() {
+  auto kernel = AttentionDecodeKernel<HD>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  DecodeCfg<HD>::kSmemBytes));
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecWarps * 32,
+                                                           DecodeCfg<HD>::kSmemBytes));
+  return std::max(1, per_sm) * NumSms();
+}
+
+// Workspace layout: the plan (num_seqs + 3 int32, rounded up to 16 bytes), then the partials:
+// slots x group rows of HD floats, then slots x group log2-sum-exps. Sized with q_heads standing
+// in for kv_heads and group (both <= q_heads; group * kv_heads = q_heads).
+size_t DecodePlanBytes(int32_t num_seqs) {
+  return ceil_div<size_t>(static_cast<size_t>(num_seqs + 3) * sizeof(int32_t), 16) * 16;
+}
+size_t DecodeWorkspaceBytes(int workers, int32_t num_seqs, int32_t q_heads, int32_t head_dim) {
+  const size_t rows = (static_cast<size_t>(workers) + num_seqs) * q_heads;
+  return DecodePlanBytes(num_seqs) + rows * (head_dim + 1) * sizeof(float);
 }
 
 template <int HD>
 void LaunchDecode(const AttentionBatch& b, void* workspace, size_t workspace_bytes,
                   cudaStream_t stream) {
   using Cfg = DecodeCfg<HD>;
-  // DecodeSplits, never more than the workspace holds.
-  int splits = DecodeSplits(static_cast<int64_t>(b.num_seqs) * b.kv_heads, b.max_context);
-  const size_t per_split = static_cast<size_t>(b.num_seqs) * b.q_heads * (HD + 1) * sizeof(float);
-  if (workspace == nullptr) splits = 1;
-  splits =
-      static_cast<int>(std::min<size_t>(splits, std::max<size_t>(1, workspace_bytes / per_split)));
-  DecodeSplit sp{1, std::max(1, b.max_context)};
-  if (splits > 1) {
-    sp.split_len =
-        ceil_div(ceil_div(b.max_context, splits), kDecWarps * kDecKeys) * kDecWarps * kDecKeys;
-    sp.splits = ceil_div(b.max_context, sp.split_len);
-  }
-  float* part_o = static_cast<float*>(workspace);
-  float* part_lse =
-      part_o + static_cast<size_t>(b.num_seqs) * b.q_heads * std::max(1, sp.splits) * HD;
+  const int group = b.q_heads / b.kv_heads;
+  const int units = b.num_seqs * b.kv_heads;
+  // Never more blocks than there are chunks, even if every sequence were max_context long.
+  const int64_t max_chunks =
+      static_cast<int64_t>(units) * ceil_div(std::max(1, b.max_context), kDecChunk);
+  const int workers = static_cast<int>(std::min<int64_t>(DecodeWorkers<HD>(), max_chunks));
   auto kernel = AttentionDecodeKernel<HD>;
   CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-  const dim3 grid(sp.splits, b.kv_heads, b.num_seqs);
-  kernel<<<grid, kDecWarps * 32, Cfg::kSmemBytes, stream>>>(b, sp, part_o, part_lse);
-  CUDA_CHECK_LAUNCH();
-  if (sp.splits > 1) {
-    AttentionDecodeMergeKernel<<<b.num_seqs * b.q_heads, 128, 0, stream>>>(b, sp, part_o, part_lse);
+  if (workspace == nullptr ||
+      workspace_bytes < DecodeWorkspaceBytes(workers, b.num_seqs, b.q_heads, HD)) {
+    kernel<<<units, kDecWarps * 32, Cfg::kSmemBytes, stream>>>(b, nullptr, nullptr, nullptr);
     CUDA_CHECK_LAUNCH();
+    return;
   }
+  auto* plan = static_cast<int32_t*>(workspace);
+  auto* part_o = reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) +
+                                          DecodePlanBytes(b.num_seqs));
+  float* part_lse = part_o + (static_cast<size_t>(workers) + units) * group * HD;
+  DecodePlanKernel<<<1, kPlanThreads, 0, stream>>>(b, workers, plan);
+  CUDA_CHECK_LAUNCH();
+  kernel<<<workers, kDecWarps * 32, Cfg::kSmemBytes, stream>>>(b, plan, part_o, part_lse);
+  CUDA_CHECK_LAUNCH();
+  AttentionDecodeMergeKernel<<<b.num_seqs * b.q_heads, 128, 0, stream>>>(b, plan, part_o, part_lse);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -727,9 +822,20 @@ void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream) {
 
 size_t AttentionDecodeWorkspaceBytes(int32_t num_seqs, int32_t q_heads, int32_t head_dim,
                                      int32_t max_context) {
-  const int splits = DecodeSplits(num_seqs, max_context);
-  if (splits <= 1) return 0;
-  return static_cast<size_t>(num_seqs) * q_heads * splits * (head_dim + 1) * sizeof(float);
+  if (num_seqs <= 0) return 0;
+  int workers = 0;
+  if (head_dim == 128) {
+    workers = DecodeWorkers<128>();
+  } else if (head_dim == 256) {
+    workers = DecodeWorkers<256>();
+  } else {
+    return 0;  // reference kernel: no workspace
+  }
+  // As LaunchDecode: never more blocks than chunks (kv_heads <= q_heads bounds the units).
+  const int64_t max_chunks =
+      static_cast<int64_t>(num_seqs) * q_heads * ceil_div(std::max(1, max_context), kDecChunk);
+  workers = static_cast<int>(std::min<int64_t>(workers, max_chunks));
+  return DecodeWorkspaceBytes(workers, num_seqs, q_heads, head_dim);
 }
 
 void AttentionDecode(const AttentionBatch& batch, void* workspace, size_t workspace_bytes,

@@ -1,7 +1,7 @@
 // Causal GQA attention over a paged bf16 KV cache on the GPU: varlen prefill (flash-style, online
-// softmax) and batched paged decode (split-K / flash-decoding). Same math as the CPU kernel
-// kernels/cpu PagedCausalAttention: out = softmax(scale * q k^T, causal) v, query head h reads kv
-// head h / (q_heads / kv_heads), fp32 accumulation and softmax, bf16 in and out.
+// softmax) and batched paged decode (flash-decoding, balanced over the SMs). Same math as the CPU
+// kernel kernels/cpu PagedCausalAttention: out = softmax(scale * q k^T, causal) v, query head h
+// reads kv head h / (q_heads / kv_heads), fp32 accumulation and softmax, bf16 in and out.
 //
 // Paged cache (per attention layer), the GPU twin of engine/cache.h's KvBlockPool: block b holds
 // tokens [i*block_size, (i+1)*block_size) of a sequence whose block table has b at index i; K of
@@ -77,11 +77,12 @@ void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream);
 void AttentionPrefillRef(const AttentionBatch& batch, cudaStream_t stream);
 
 // Paged decode: exactly one new token per sequence (cu_seqlens null or cu_seqlens[s] = s,
-// total_tokens = num_seqs). Long contexts are split over several blocks (flash-decoding) whose
-// partial results are merged in a second kernel, using `workspace` (at least
-// AttentionDecodeWorkspaceBytes for this batch's num_seqs / q_heads / head_dim / max_context; a
-// smaller one, or null, only means fewer splits: still correct, slower for long contexts). The
-// size depends on the current device's SM count (the split heuristic targets several waves).
+// total_tokens = num_seqs). The keys of all sequences are spread evenly over one wave of
+// persistent blocks (a block may finish one sequence's range and start the next; a long context
+// is shared by several blocks), whose partial results a second kernel merges, using `workspace`
+// (at least AttentionDecodeWorkspaceBytes for this batch's num_seqs / q_heads / head_dim /
+// max_context). A smaller workspace, or null, means one block per (sequence, kv head): still
+// correct, slower for long or uneven contexts. The size depends on the current device's SM count.
 size_t AttentionDecodeWorkspaceBytes(int32_t num_seqs, int32_t q_heads, int32_t head_dim,
                                      int32_t max_context);
 void AttentionDecode(const AttentionBatch& batch, void* workspace, size_t workspace_bytes,

@@ -257,6 +257,19 @@ TEST_F(AttentionGpuTest, DecodeLongContextManySplits) {
   const Case c{256, 16, 2, 64, {1}, {70000}};
   EXPECT_LE(RunCase(c, Impl::kFast, true, true, seed), 1e-2) << "seed " << seed;
 }
+TEST_F(AttentionGpuTest, DecodeManyUnevenSequences) {
+  // 150 sequences of random lengths (fresh per run): blocks cover several whole sequences, pieces
+  // of others, and the merge sees units split across two or more blocks next to whole ones.
+  const uint64_t seed = Seed();
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> len(1, 2500);
+  Case c{128, 16, 2, 64, std::vector<int>(150, 1), {}};
+  for (int i = 0; i < 150; ++i) c.first_pos.push_back(len(rng) - 1);
+  EXPECT_LE(RunCase(c, Impl::kFast, true, true, seed), 1e-2) << "seed " << seed;
+  c.head_dim = 256;
+  c.block_size = 16;
+  EXPECT_LE(RunCase(c, Impl::kFast, true, true, seed + 1), 1e-2) << "seed " << seed;
+}
 TEST_F(AttentionGpuTest, DecodeRef) {
   const uint64_t seed = Seed();
   EXPECT_LE(RunCase(DecodeCase(128, 64), Impl::kRef, true, false, seed), 1e-2) << "seed " << seed;

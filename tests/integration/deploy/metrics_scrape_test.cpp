@@ -11,6 +11,7 @@
 #include <fstream>
 #include <regex>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -22,19 +23,27 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    close(fd);
-    return 0;
+// `n` distinct free loopback ports. All sockets stay bound until every port is known: closing
+// each one before binding the next lets the kernel hand out the same port twice.
+std::vector<int> FreePorts(int n) {
+  std::vector<int> fds, ports;
+  for (int i = 0; i < n; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    fds.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      break;
+    }
+    ports.push_back(ntohs(a.sin_port));
   }
-  close(fd);
-  return ntohs(a.sin_port);
+  for (int fd : fds) close(fd);
+  if (static_cast<int>(ports.size()) != n) ports.assign(static_cast<size_t>(n), 0);
+  return ports;
 }
 
 // Runs a command, returns {exit code, combined output}.
@@ -53,8 +62,9 @@ class MetricsScrapeTest : public ::testing::Test {
   void SetUp() override {
     if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "needs Debian's /usr/bin/python3";
     dir_ = MakeTempDir("prfaas-metrics-scrape");
-    port_ = FreePort();
-    const int admin = FreePort(), registry = FreePort();
+    const std::vector<int> ports = FreePorts(3);
+    port_ = ports[0];
+    const int admin = ports[1], registry = ports[2];
     ASSERT_TRUE(port_ && admin && registry);
     // The default two-cluster topology with a 1-second rebalancer that applies its advice.
     std::ofstream(dir_ + "/topology.yaml")

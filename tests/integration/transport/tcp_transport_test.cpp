@@ -3,8 +3,10 @@
 // timeout, stalled receiver), backpressure, and protocol errors sent by a raw socket.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -456,7 +458,12 @@ TEST(TcpTransport, GarbageBytesCloseTheConnection) {
   TcpPair p;
   ASSERT_TRUE(p.rx);
   RawClient c(p.port);
-  c.Send(RandomBytes(64));
+  auto garbage = RandomBytes(64);
+  // Garbage must not start with the frame magic, which a random draw hits once in 2^32.
+  std::array<std::byte, wire::kFrameHeaderSize> valid{};
+  wire::EncodeFrameHeader(wire::FrameHeader{}, valid.data());
+  if (std::memcmp(garbage.data(), valid.data(), 4) == 0) garbage[0] ^= std::byte{1};
+  c.Send(garbage);
   wire::FrameHeader h;
   std::vector<std::byte> body;
   EXPECT_FALSE(c.Read(&h, &body));

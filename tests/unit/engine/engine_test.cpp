@@ -246,6 +246,7 @@ TEST_F(EngineTest, PrefixResumeAndExportWithPrefixHit) {
 }
 
 TEST_F(EngineTest, CachedBlocksPlusImportedSuffixAndStateContinueBitExactly) {
+  SCOPED_TRACE(seed_);
   // The decode side of a prefix hit: the receiver holds the first 128 tokens' KV blocks (from an
   // earlier request), starts a sequence from them with no state and imports only KV [128, n) plus
   // the state at n. Its continuation must equal the exporter's bit for bit.
@@ -300,6 +301,7 @@ TEST_F(EngineTest, CachedBlocksPlusImportedSuffixAndStateContinueBitExactly) {
 }
 
 TEST_F(EngineTest, PoolsCountBlocksSlotsAndBytes) {
+  SCOPED_TRACE(seed_);
   EngineOptions opt;
   opt.kv_block_size = 16;
   opt.num_kv_blocks = 4;
@@ -334,6 +336,7 @@ TEST_F(EngineTest, PoolsCountBlocksSlotsAndBytes) {
 }
 
 TEST_F(EngineTest, DeepSyntheticModelStaysFinite) {
+  SCOPED_TRACE(seed_);
   // 64 layers of small width over a 512-token prompt: activations must stay finite
   // (bench/engine_cpu checks 32K).
   ModelConfig c = config_;

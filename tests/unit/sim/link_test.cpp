@@ -39,7 +39,9 @@ TEST(Link, MaxMinGivesLeftoverOfCappedFlowToOthers) {
 }
 
 TEST(Link, RandomisedMaxMinInvariants) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(0.1, 10);
   for (int trial = 0; trial < 100; ++trial) {
     double cap = u(rng) * 1e9;

@@ -115,6 +115,7 @@ TEST(Simulator, EventOrderingAndCapacityInvariants) {
   so.mu = 8.5;
   so.output_tokens = 64;
   so.seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << so.seed);
   so.sessions = 20;
   so.system_prompt_tokens = 512;
   so.block_tokens = 64;
@@ -230,6 +231,7 @@ TEST(Simulator, SameSeedSameBytes) {
     return s;
   };
   uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::string a = run(seed, "a.jsonl"), b = run(seed, "b.jsonl"), c = run(seed + 1, "c.jsonl");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, b);
@@ -349,6 +351,7 @@ TEST(Simulator, LongTimescaleControllerFlipsRolesWithTheLoad) {
 TEST(Simulator, LongTimescaleControllerIsDeterministic) {
   Topology topo = Topo(kRebalance);
   const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   auto run = [&](uint64_t s) {
     Trace tr = LoadShift(600, 1200, s);
     auto res = RunSimulation(topo, tr, {});
