@@ -60,7 +60,7 @@ struct AttentionBatch {
   int32_t num_seqs = 0;
   int32_t total_tokens = 0;    // cu_seqlens[num_seqs] (decode: num_seqs)
   int32_t max_new_tokens = 0;  // host-side bound on max_s t_s (sizes the prefill grid)
-  int32_t max_context = 0;     // host-side bound on max_s first_pos[s] + t_s (sizes decode splits)
+  int32_t max_context = 0;     // host-side bound on max_s first_pos[s] + t_s (sizes decode work)
   int32_t q_heads = 0;
   int32_t kv_heads = 0;  // divides q_heads
   int32_t head_dim = 0;  // multiple of 8, <= 512; fast paths 128 and 256
