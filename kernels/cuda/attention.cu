@@ -9,6 +9,8 @@
 #include "kernels/cuda/attention.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <cub/block/block_scan.cuh>
 
@@ -731,16 +733,25 @@ int NumSms() {
   return sms;
 }
 
-// Persistent blocks for head_dim HD: as many as are resident at once on the current device.
+// Persistent blocks for head_dim HD: as many as are resident at once on the current device. The
+// occupancy query runs once per device (decode calls this every step of every attention layer).
 template <int HD>
 int DecodeWorkers() {
-  auto kernel = AttentionDecodeKernel<HD>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  DecodeCfg<HD>::kSmemBytes));
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecWarps * 32,
-                                                           DecodeCfg<HD>::kSmemBytes));
-  return std::max(1, per_sm) * NumSms();
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> per_sm_cache{};  // 0 = not measured yet
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  int per_sm = dev < kMaxDevices ? per_sm_cache[dev].load(std::memory_order_relaxed) : 0;
+  if (per_sm == 0) {
+    auto kernel = AttentionDecodeKernel<HD>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    DecodeCfg<HD>::kSmemBytes));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecWarps * 32,
+                                                             DecodeCfg<HD>::kSmemBytes));
+    per_sm = std::max(1, per_sm);
+    if (dev < kMaxDevices) per_sm_cache[dev].store(per_sm, std::memory_order_relaxed);
+  }
+  return per_sm * NumSms();
 }
 
 // Workspace layout: the plan (num_seqs + 3 int32, rounded up to 16 bytes), then the partials:
