@@ -640,6 +640,7 @@ LinkStats SenderCore::Stats() const {
   s.bytes_sent = bytes_sent_;
   s.bundles_committed = committed_;
   s.bundles_aborted = aborted_;
+  for (const auto& [id, b] : bundles_) s.active_bundles += b.expired() ? 0 : 1;
   s.healthy = link_status_.ok();
   return s;
 }

@@ -140,7 +140,8 @@ struct LinkStats {
   uint64_t bytes_sent = 0;         // payload bytes written, cumulative
   uint64_t bundles_committed = 0;
   uint64_t bundles_aborted = 0;
-  bool healthy = true;  // false once the link failed; make a new Sender
+  uint64_t active_bundles = 0;  // begun, not yet committed or aborted
+  bool healthy = true;          // false once the link failed; make a new Sender
 };
 
 struct ReceiverStats {

@@ -280,6 +280,7 @@ v1::LoadReport Worker::Impl::Load() const {
     lt->set_queued_bytes(static_cast<int64_t>(l.queued_bytes));
     lt->set_rtt_seconds(l.rtt_seconds);
     lt->set_retransmits_total(static_cast<int64_t>(l.retransmits));
+    lt->set_active_sessions(static_cast<int64_t>(l.active_bundles));
   }
   return r;
 }

@@ -443,6 +443,7 @@ TEST(Inproc, LayerwiseBundleArrivesIntact) {
   Ticket t = p.Issue(fp, 1 << 26);
   auto bundle = p.tx->Begin(MakeHeader(t, fp, 3), t);
   ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ(p.tx->Stats().active_bundles, 1u);
   std::vector<std::vector<std::byte>> sent;
   for (uint32_t l = 0; l < 3; ++l) {
     for (int k = 0; k < 2; ++k) {
@@ -463,6 +464,7 @@ TEST(Inproc, LayerwiseBundleArrivesIntact) {
   EXPECT_EQ(p.got.layers.size(), 3u);
   auto st = p.tx->Stats();
   EXPECT_EQ(st.bundles_committed, 1u);
+  EXPECT_EQ(st.active_bundles, 0u);
   EXPECT_GT(st.bytes_sent, 18'000'000u);
   EXPECT_EQ(st.queued_bytes, 0u);
   std::string text = p.registry.Render();
@@ -551,6 +553,8 @@ TEST(Inproc, SenderAbortReachesReceiver) {
   EXPECT_NE(s.message().find("prefill preempted"), std::string::npos) << s;
   EXPECT_EQ((*bundle)->Commit().code(), StatusCode::kCancelled);
   EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
+  EXPECT_EQ(p.tx->Stats().active_bundles, 0u);
+  EXPECT_EQ(p.tx->Stats().bundles_aborted, 1u);
 }
 
 TEST(Inproc, DroppingAnUncommittedBundleAborts) {
