@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <random>
+#include <utility>
 
 #include "transport/crc32c.h"
 #ifdef PRFAAS_HAVE_CUDA_STAGING
@@ -127,6 +128,62 @@ std::vector<std::byte> AbortFrame(uint64_t ticket, AbortCode code, const std::st
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// SendQueue
+
+Status SendQueue::Push(OutFrame f, bool close_after, const std::string& what, bool* start) {
+  std::lock_guard lk(mu_);
+  *start = false;
+  if (closed_) return Unavailable(what + " closed: " + reason_);
+  items_.push_back({std::move(f), close_after});
+  if (!busy_) busy_ = *start = true;
+  return Status::Ok();
+}
+
+std::optional<SendQueue::Item> SendQueue::Pop() {
+  std::lock_guard lk(mu_);
+  if (closed_ || items_.empty()) {
+    busy_ = false;
+    return std::nullopt;
+  }
+  Item item = std::move(items_.front());
+  items_.pop_front();
+  return item;
+}
+
+std::vector<OutFrame> SendQueue::TakeTicket(uint64_t ticket) {
+  std::lock_guard lk(mu_);
+  std::vector<OutFrame> taken;
+  for (auto it = items_.begin(); it != items_.end();) {
+    if (it->frame.ticket == ticket && it->frame.owner) {
+      taken.push_back(std::move(it->frame));
+      it = items_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
+
+std::deque<SendQueue::Item> SendQueue::Close(std::string reason, bool* first) {
+  std::lock_guard lk(mu_);
+  *first = !closed_;
+  if (closed_) return {};
+  closed_ = true;
+  reason_ = std::move(reason);
+  return std::exchange(items_, {});
+}
+
+bool SendQueue::closed() const {
+  std::lock_guard lk(mu_);
+  return closed_;
+}
+
+std::string SendQueue::reason() const {
+  std::lock_guard lk(mu_);
+  return reason_;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Sender side

@@ -12,11 +12,14 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -39,21 +42,37 @@ struct OutFrame {
   size_t size() const { return head.size() + payload.size(); }
 };
 
-// Removes from a stream connection's send queue (elements with a `frame` member) the frames of
-// `ticket` that belong to a bundle and returns them, for FrameSink::Purge. Control frames stay.
-template <typename Queue>
-std::vector<OutFrame> TakeTicketFrames(Queue& queue, uint64_t ticket) {
-  std::vector<OutFrame> taken;
-  for (auto it = queue.begin(); it != queue.end();) {
-    if (it->frame.ticket == ticket && it->frame.owner) {
-      taken.push_back(std::move(it->frame));
-      it = queue.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  return taken;
-}
+// The outgoing frames of one stream connection (a TCP socket, a UCX endpoint). Any thread pushes;
+// the connection's own executor (its strand, the UCX progress thread) pops and writes. Push says
+// when the queue went from idle to busy, so that exactly one drain gets scheduled; a Pop that
+// finds nothing makes it idle again. Once closed, nothing is queued or popped and Push says why.
+class SendQueue {
+ public:
+  struct Item {
+    OutFrame frame;
+    bool close_after = false;  // close the connection once this frame is written
+  };
+  // Appends. *start: the queue was idle, the caller must schedule a drain. Once closed:
+  // Unavailable("<what> closed: <reason>").
+  Status Push(OutFrame f, bool close_after, const std::string& what, bool* start);
+  // The next frame; nullopt when empty or closed (the queue is idle from then on).
+  std::optional<Item> Pop();
+  // Removes the frames of `ticket` that belong to a bundle (control frames stay), for
+  // FrameSink::Purge; the caller reports them as not sent.
+  std::vector<OutFrame> TakeTicket(uint64_t ticket);
+  // Closes with `reason` and returns the frames never popped; *first says whether this call
+  // closed it (later calls change nothing and return nothing).
+  std::deque<Item> Close(std::string reason, bool* first);
+  bool closed() const;
+  std::string reason() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::deque<Item> items_;
+  bool busy_ = false;
+  bool closed_ = false;
+  std::string reason_;
+};
 
 // Kernel-level numbers a backend can report (TCP_INFO and friends).
 struct KernelStats {

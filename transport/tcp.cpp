@@ -29,7 +29,7 @@ using TlsStream = ssl::stream<tcp::socket>;
 using internal::OutFrame;
 using internal::RxCore;
 using internal::SenderCore;
-using internal::TakeTicketFrames;
+using internal::SendQueue;
 
 Result<std::shared_ptr<ssl::context>> MakeTlsContext(const TlsOptions& o, bool server) {
   try {
@@ -83,14 +83,10 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   }
 
   Status Enqueue(OutFrame f, bool close_after = false) {
-    std::lock_guard lk(mu_);
-    if (closed_) return Unavailable("connection to " + peer + " closed: " + close_reason_);
-    queue_.push_back({std::move(f), close_after});
-    if (!writing_) {
-      writing_ = true;
-      asio::post(strand_, [self = shared_from_this()] { self->WriteNext(); });
-    }
-    return Status::Ok();
+    bool start = false;
+    Status st = queue_.Push(std::move(f), close_after, "connection to " + peer, &start);
+    if (start) asio::post(strand_, [self = shared_from_this()] { self->WriteNext(); });
+    return st;
   }
 
   void SendControl(std::vector<std::byte> frame, bool close_after) override {
@@ -100,12 +96,7 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   }
 
   void Purge(uint64_t ticket) {
-    std::vector<OutFrame> dropped;
-    {
-      std::lock_guard lk(mu_);
-      dropped = TakeTicketFrames(queue_, ticket);
-    }
-    for (auto& f : dropped) Done(f, false);
+    for (auto& f : queue_.TakeTicket(ticket)) Done(f, false);
   }
 
   void Close(const Status& reason) {
@@ -130,17 +121,9 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   uint32_t rtt_us() const { return rtt_us_.load(std::memory_order_relaxed); }
   uint32_t retrans() const { return retrans_.load(std::memory_order_relaxed); }
   int outq() const { return outq_.load(std::memory_order_relaxed); }
-  bool closed() const {
-    std::lock_guard lk(mu_);
-    return closed_;
-  }
+  bool closed() const { return queue_.closed(); }
 
  private:
-  struct Queued {
-    OutFrame frame;
-    bool close_after = false;
-  };
-
   // Asio's transfer_all caps each read/write syscall at 64 KiB; asking for everything that is
   // left lets one syscall move a whole multi-MiB chunk (far fewer wakeups per byte).
   struct Everything {
@@ -173,20 +156,14 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   }
 
   void WriteNext() {
-    {
-      std::lock_guard lk(mu_);
-      if (queue_.empty() || socket_closed_) {
-        writing_ = false;
-        return;
-      }
-      current_ = std::move(queue_.front());
-      queue_.pop_front();
-    }
+    auto next = queue_.Pop();
+    if (!next) return;
+    current_ = std::move(*next);
     std::array<asio::const_buffer, 2> bufs{
         asio::buffer(current_.frame.head),
         asio::buffer(current_.frame.payload.data(), current_.frame.payload.size())};
     AsyncWrite(bufs, [self = shared_from_this()](boost::system::error_code ec, size_t) {
-      Queued q = std::move(self->current_);
+      SendQueue::Item q = std::move(self->current_);
       self->Done(q.frame, !ec);
       if (ec) {
         self->DoClose(Unavailable("write to " + self->peer + " failed: " + ec.message()));
@@ -283,15 +260,10 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   }
 
   void DoClose(const Status& reason) {
-    std::deque<Queued> dropped;
-    {
-      std::lock_guard lk(mu_);
-      if (socket_closed_) return;
-      socket_closed_ = true;
-      closed_ = true;
-      close_reason_ = reason.message();
-      dropped.swap(queue_);
-    }
+    bool first = false;
+    auto dropped = queue_.Close(reason.message(), &first);
+    if (!first) return;
+    socket_closed_ = true;
     boost::system::error_code ec;
     socket().shutdown(tcp::socket::shutdown_both, ec);
     socket().close(ec);
@@ -308,13 +280,9 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
   std::shared_ptr<RxCore> rx_;
   std::function<void(Conn*)> on_closed_;
 
-  mutable std::mutex mu_;
-  std::deque<Queued> queue_;
-  bool writing_ = false;
-  bool closed_ = false;
-  bool socket_closed_ = false;  // guarded by mu_ for writers, read on the strand
-  std::string close_reason_;
-  Queued current_;
+  SendQueue queue_;
+  bool socket_closed_ = false;  // strand only
+  SendQueue::Item current_;
 
   // Read state (strand only).
   std::array<std::byte, wire::kFrameHeaderSize> hdr_{};

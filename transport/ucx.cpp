@@ -34,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 using internal::OutFrame;
 using internal::RxCore;
 using internal::SenderCore;
-using internal::TakeTicketFrames;
+using internal::SendQueue;
 
 std::string UcsText(ucs_status_t s) {
   return ucs_status_string(s);
@@ -278,9 +278,8 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
     }
     ucs_status_t s = ucp_ep_create(worker_->worker(), &p, &ep_);
     if (s != UCS_OK) {
-      std::lock_guard lk(mu_);
-      closed_ = socket_closed_ = true;
-      close_reason_ = "ucp_ep_create: " + UcsText(s);
+      bool first = false;
+      (void)queue_.Close("ucp_ep_create: " + UcsText(s), &first);
       return Unavailable("UCX endpoint to " + peer_ + ": " + UcsText(s));
     }
     self_ = shared_from_this();  // the endpoint's error handler points at us until it closes
@@ -290,7 +289,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
 
   // Progress thread: completes `done` once the endpoint has flushed (i.e. is connected) or failed.
   void Flush(std::function<void(Status)> done) {
-    if (!ep_) return done(Unavailable("endpoint closed: " + close_reason_));
+    if (!ep_) return done(Unavailable("endpoint closed: " + queue_.reason()));
     struct Op {
       std::shared_ptr<UcxConn> conn;
       std::function<void(Status)> done;
@@ -318,14 +317,10 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
 
   // Any thread.
   Status Enqueue(OutFrame f, bool close_after = false) {
-    std::lock_guard lk(mu_);
-    if (closed_) return Unavailable("UCX endpoint to " + peer_ + " closed: " + close_reason_);
-    queue_.push_back({std::move(f), close_after});
-    if (!write_scheduled_) {
-      write_scheduled_ = true;
-      worker_->Post([self = shared_from_this()] { self->WriteNext(); });
-    }
-    return Status::Ok();
+    bool start = false;
+    Status st = queue_.Push(std::move(f), close_after, "UCX endpoint to " + peer_, &start);
+    if (start) worker_->Post([self = shared_from_this()] { self->WriteNext(); });
+    return st;
   }
 
   void SendControl(std::vector<std::byte> frame, bool close_after) override {
@@ -335,32 +330,20 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
   }
 
   void Purge(uint64_t ticket) {
-    std::vector<OutFrame> dropped;
-    {
-      std::lock_guard lk(mu_);
-      dropped = TakeTicketFrames(queue_, ticket);
-    }
-    for (auto& f : dropped) Done(f, false);
+    for (auto& f : queue_.TakeTicket(ticket)) Done(f, false);
   }
 
   void Close(const Status& reason) {
     worker_->Post([self = shared_from_this(), reason] { self->DoClose(reason); });
   }
 
-  bool closed() const {
-    std::lock_guard lk(mu_);
-    return closed_;
-  }
+  bool closed() const { return queue_.closed(); }
 
  private:
-  struct Queued {
-    OutFrame frame;
-    bool close_after = false;
-  };
   // One frame being sent.
   struct SendOp {
     std::shared_ptr<UcxConn> conn;
-    Queued q;
+    SendQueue::Item q;
     ucp_dt_iov_t iov[2];
     int pending = 0;
     bool ok = true;
@@ -385,23 +368,18 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
   void WriteNext() {
     in_write_loop_ = true;
     while (in_flight_ < kMaxFramesInFlight) {
+      auto next = queue_.Pop();
+      if (!next) break;
       auto op = std::make_unique<SendOp>();
-      {
-        std::lock_guard lk(mu_);
-        if (queue_.empty() || socket_closed_) {
-          write_scheduled_ = false;
-          break;
-        }
-        op->q = std::move(queue_.front());
-        queue_.pop_front();
-      }
+      op->q = std::move(*next);
       op->conn = shared_from_this();
       ++in_flight_;
       op->pending = 1;
       PostSend(op.release());
     }
     in_write_loop_ = false;
-    // Window full: write_scheduled_ stays set and SendStep calls WriteNext again.
+    // Window full: the queue stays busy (no Pop found it empty) and SendStep calls WriteNext
+    // again.
   }
 
   // Header and borrowed payload go out as one gather send (no copy on our side).
@@ -581,14 +559,9 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
   // flush: deliver what was sent before disconnecting (after a fatal reply); otherwise force:
   // outstanding sends and receives complete at once with UCS_ERR_CANCELED.
   void DoClose(const Status& reason, bool flush = false) {
-    std::deque<Queued> dropped;
-    {
-      std::lock_guard lk(mu_);
-      if (socket_closed_) return;
-      socket_closed_ = closed_ = true;
-      close_reason_ = reason.message();
-      dropped.swap(queue_);
-    }
+    bool first = false;
+    auto dropped = queue_.Close(reason.message(), &first);
+    if (!first) return;
     rx_state_ = RxState::kStopped;
     for (auto& q : dropped) Done(q.frame, false);
     if (ep_) {
@@ -622,12 +595,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
   std::shared_ptr<RxCore> rx_;
   std::function<void(UcxConn*)> on_closed_;
 
-  mutable std::mutex mu_;
-  std::deque<Queued> queue_;
-  bool write_scheduled_ = false;
-  bool closed_ = false;
-  bool socket_closed_ = false;
-  std::string close_reason_;
+  SendQueue queue_;
 
   // Progress thread only.
   ucp_ep_h ep_ = nullptr;
