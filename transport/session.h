@@ -95,6 +95,35 @@ class FrameSink {
   virtual KernelStats SampleKernel() { return {}; }
 };
 
+// The FrameSink of a stream backend: one connection per stripe. Conn provides
+// Status Enqueue(OutFrame), Purge(ticket), Close(Status), closed() and
+// AddKernelStats(KernelStats&) (what the kernel knows about a live connection; may be nothing).
+template <typename Conn>
+class StripedLink : public FrameSink {
+ public:
+  explicit StripedLink(std::vector<std::shared_ptr<Conn>> conns) : conns_(std::move(conns)) {}
+  int stripes() const override { return static_cast<int>(conns_.size()); }
+  Status Enqueue(int stripe, OutFrame f) override { return conns_[stripe]->Enqueue(std::move(f)); }
+  void Purge(uint64_t ticket) override {
+    for (auto& c : conns_) c->Purge(ticket);
+  }
+  void Fail(const Status& reason) override {
+    for (auto& c : conns_) c->Close(reason);
+  }
+  KernelStats SampleKernel() override {
+    KernelStats k;
+    for (auto& c : conns_) {
+      if (c->closed()) continue;
+      ++k.connections;
+      c->AddKernelStats(k);
+    }
+    return k;
+  }
+
+ private:
+  std::vector<std::shared_ptr<Conn>> conns_;
+};
+
 class SenderCore : public std::enable_shared_from_this<SenderCore> {
  public:
   SenderCore(CommonOptions options, std::string peer);

@@ -103,8 +103,9 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
     asio::post(strand_, [self = shared_from_this(), reason] { self->DoClose(reason); });
   }
 
-  // Refreshes the kernel numbers on the strand (the fd is only touched there).
-  void Sample() {
+  // Adds the kernel numbers last sampled, and asks the strand (the fd is only touched there) to
+  // refresh them for the next call.
+  void AddKernelStats(internal::KernelStats& k) {
     asio::post(strand_, [self = shared_from_this()] {
       if (self->socket_closed_) return;
       int fd = self->socket().native_handle();
@@ -117,10 +118,10 @@ class Conn : public internal::ReplyPath, public std::enable_shared_from_this<Con
       int outq = 0;
       if (::ioctl(fd, SIOCOUTQ, &outq) == 0) self->outq_.store(outq, std::memory_order_relaxed);
     });
+    k.unacked_bytes += static_cast<uint64_t>(std::max(0, outq_.load(std::memory_order_relaxed)));
+    k.rtt_seconds = std::max(k.rtt_seconds, rtt_us_.load(std::memory_order_relaxed) * 1e-6);
+    k.retransmits += retrans_.load(std::memory_order_relaxed);
   }
-  uint32_t rtt_us() const { return rtt_us_.load(std::memory_order_relaxed); }
-  uint32_t retrans() const { return retrans_.load(std::memory_order_relaxed); }
-  int outq() const { return outq_.load(std::memory_order_relaxed); }
   bool closed() const { return queue_.closed(); }
 
  private:
@@ -320,33 +321,7 @@ class Loop {
 
 // ---- sender ----------------------------------------------------------------------------------
 
-class TcpLink : public internal::FrameSink {
- public:
-  explicit TcpLink(std::vector<std::shared_ptr<Conn>> conns) : conns_(std::move(conns)) {}
-  int stripes() const override { return static_cast<int>(conns_.size()); }
-  Status Enqueue(int stripe, OutFrame f) override { return conns_[stripe]->Enqueue(std::move(f)); }
-  void Purge(uint64_t ticket) override {
-    for (auto& c : conns_) c->Purge(ticket);
-  }
-  void Fail(const Status& reason) override {
-    for (auto& c : conns_) c->Close(reason);
-  }
-  internal::KernelStats SampleKernel() override {
-    internal::KernelStats k;
-    for (auto& c : conns_) {
-      c->Sample();
-      if (c->closed()) continue;
-      ++k.connections;
-      k.unacked_bytes += static_cast<uint64_t>(std::max(0, c->outq()));
-      k.rtt_seconds = std::max(k.rtt_seconds, c->rtt_us() * 1e-6);
-      k.retransmits += c->retrans();
-    }
-    return k;
-  }
-
- private:
-  std::vector<std::shared_ptr<Conn>> conns_;
-};
+using TcpLink = internal::StripedLink<Conn>;
 
 class TcpSender : public Sender {
  public:

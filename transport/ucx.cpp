@@ -338,6 +338,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
   }
 
   bool closed() const { return queue_.closed(); }
+  void AddKernelStats(internal::KernelStats&) {}  // UCP exposes no RTT or unacked bytes
 
  private:
   // One frame being sent.
@@ -618,27 +619,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
 
 // ---- sender ----------------------------------------------------------------------------------
 
-class UcxLink : public internal::FrameSink {
- public:
-  explicit UcxLink(std::vector<std::shared_ptr<UcxConn>> conns) : conns_(std::move(conns)) {}
-  int stripes() const override { return static_cast<int>(conns_.size()); }
-  Status Enqueue(int stripe, OutFrame f) override { return conns_[stripe]->Enqueue(std::move(f)); }
-  void Purge(uint64_t ticket) override {
-    for (auto& c : conns_) c->Purge(ticket);
-  }
-  void Fail(const Status& reason) override {
-    for (auto& c : conns_) c->Close(reason);
-  }
-  internal::KernelStats SampleKernel() override {
-    internal::KernelStats k;  // UCX exposes no RTT / unacked bytes through UCP
-    for (auto& c : conns_)
-      if (!c->closed()) ++k.connections;
-    return k;
-  }
-
- private:
-  std::vector<std::shared_ptr<UcxConn>> conns_;
-};
+using UcxLink = internal::StripedLink<UcxConn>;
 
 class UcxSender : public Sender {
  public:
