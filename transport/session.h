@@ -179,6 +179,29 @@ class SenderCore : public std::enable_shared_from_this<SenderCore> {
   std::shared_ptr<StagingRing> staging_;
 };
 
+// The Sender of a stream backend: the protocol core plus the thread(s) that run the connections
+// (Runner has Stop(), which lets pending work finish and joins). Closing fails the link (the
+// connections close on their own threads), then stops those threads.
+template <typename Runner>
+class StreamSender : public Sender {
+ public:
+  StreamSender(std::unique_ptr<Runner> runner, std::shared_ptr<SenderCore> core)
+      : runner_(std::move(runner)), core_(std::move(core)) {}
+  ~StreamSender() override { Close(); }
+  Result<std::unique_ptr<OutboundBundle>> Begin(const BundleHeader& h, const Ticket& t) override {
+    return core_->Begin(h, t);
+  }
+  LinkStats Stats() const override { return core_->Stats(); }
+  void Close() override {
+    core_->Close(Cancelled("sender closed"));
+    runner_->Stop();
+  }
+
+ private:
+  std::unique_ptr<Runner> runner_;
+  std::shared_ptr<SenderCore> core_;
+};
+
 // A connection (or in-process peer) the receiver can answer on.
 class ReplyPath {
  public:

@@ -323,24 +323,7 @@ class Loop {
 
 using TcpLink = internal::StripedLink<Conn>;
 
-class TcpSender : public Sender {
- public:
-  TcpSender(std::unique_ptr<Loop> loop, std::shared_ptr<SenderCore> core)
-      : loop_(std::move(loop)), core_(std::move(core)) {}
-  ~TcpSender() override { Close(); }
-  Result<std::unique_ptr<OutboundBundle>> Begin(const BundleHeader& h, const Ticket& t) override {
-    return core_->Begin(h, t);
-  }
-  LinkStats Stats() const override { return core_->Stats(); }
-  void Close() override {
-    core_->Close(Cancelled("sender closed"));
-    loop_->Stop();
-  }
-
- private:
-  std::unique_ptr<Loop> loop_;
-  std::shared_ptr<SenderCore> core_;
-};
+using TcpSender = internal::StreamSender<Loop>;
 
 // ---- receiver --------------------------------------------------------------------------------
 

@@ -621,24 +621,7 @@ class UcxConn : public internal::ReplyPath, public std::enable_shared_from_this<
 
 using UcxLink = internal::StripedLink<UcxConn>;
 
-class UcxSender : public Sender {
- public:
-  UcxSender(std::unique_ptr<UcxWorker> worker, std::shared_ptr<SenderCore> core)
-      : worker_(std::move(worker)), core_(std::move(core)) {}
-  ~UcxSender() override { Close(); }
-  Result<std::unique_ptr<OutboundBundle>> Begin(const BundleHeader& h, const Ticket& t) override {
-    return core_->Begin(h, t);
-  }
-  LinkStats Stats() const override { return core_->Stats(); }
-  void Close() override {
-    core_->Close(Cancelled("sender closed"));  // closes the endpoints (posted)
-    worker_->Stop();
-  }
-
- private:
-  std::unique_ptr<UcxWorker> worker_;
-  std::shared_ptr<SenderCore> core_;
-};
+using UcxSender = internal::StreamSender<UcxWorker>;
 
 // ---- receiver --------------------------------------------------------------------------------
 
