@@ -1,6 +1,7 @@
 // Integration tests of the TCP backend on 127.0.0.1: striped multi-connection transfers, mutual
-// TLS, every abort path (sender abort, receiver cancel, peer death, connection reset, idle
-// timeout, stalled receiver), backpressure, and protocol errors sent by a raw socket.
+// TLS, the TCP-specific abort paths (connection reset, stalled receiver), backpressure, and
+// protocol errors sent by a raw socket. The abort paths shared with UCX (sender abort, receiver
+// cancel, peer death, idle timeout, budget) are in stream_transport_test.cpp.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "tests/integration/transport/stream_test_util.h"
 #include "tests/unit/transport/test_util.h"
 #include "transport/transport.h"
 #include "transport/wire.h"
@@ -20,9 +22,11 @@ namespace prfaas::transport {
 namespace {
 
 using testing::Collector;
+using testing::ExpectSame;
 using testing::MakeHeader;
 using testing::RandomBytes;
 using testing::Rng;
+using testing::SendLayers;
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
@@ -57,34 +61,6 @@ struct TcpPair {
     return rx->IssueTicket(spec);
   }
 };
-
-// Sends `layers` layers of two segments each; returns what was sent.
-std::vector<std::vector<std::byte>> SendLayers(OutboundBundle& b, int layers, size_t seg_bytes,
-                                               Status* first_error) {
-  std::vector<std::vector<std::byte>> sent;
-  sent.reserve(layers * 2);
-  for (int l = 0; l < layers; ++l) {
-    for (int k = 0; k < 2; ++k) {
-      sent.push_back(RandomBytes(seg_bytes + Rng()() % 4096));
-      Status s = b.Append({static_cast<uint32_t>(l),
-                           k ? SegmentKind::kSsmState : SegmentKind::kAttnKv, 0, 4, k == 1},
-                          {sent.back().data(), sent.back().size()});
-      if (!s.ok()) {
-        *first_error = s;
-        return sent;
-      }
-    }
-  }
-  return sent;
-}
-
-void ExpectSame(const Bundle& b, const std::vector<std::vector<std::byte>>& sent) {
-  ASSERT_EQ(b.segments.size(), sent.size());
-  for (size_t i = 0; i < sent.size(); ++i) {
-    ASSERT_EQ(b.segments[i].size, sent[i].size());
-    EXPECT_EQ(0, std::memcmp(b.segments[i].data.get(), sent[i].data(), sent[i].size())) << i;
-  }
-}
 
 TEST(TcpTransport, StripedBundleArrivesIntact) {
   TcpOptions o;
@@ -214,98 +190,6 @@ TEST(TcpTransport, BadTlsFilesAreReported) {
 }
 
 // ---- abort paths -------------------------------------------------------------------------------
-
-TEST(TcpTransport, ReceiverCancelStopsSender) {
-  TcpOptions o;
-  o.connections = 2;
-  TcpPair p(o);
-  ASSERT_TRUE(p.tx);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 200), t);
-  ASSERT_TRUE(b.ok());
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    p.rx->Cancel(t.id, "decode worker draining");
-  });
-  Status err;
-  auto sent = SendLayers(**b, 200, 1 << 20, &err);  // 400 MiB: far more than 50 ms worth
-  Status s = err.ok() ? (*b)->Commit() : err;
-  canceller.join();
-  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
-  EXPECT_NE(s.message().find("decode worker draining"), std::string::npos) << s;
-  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kCancelled);
-  EXPECT_TRUE(p.got.bundles.empty());
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-  // The link survives a cancelled ticket.
-  Ticket t2 = p.Issue(9);
-  auto b2 = p.tx->Begin(MakeHeader(t2, 9, 1), t2);
-  ASSERT_TRUE(b2.ok());
-  auto sent2 = SendLayers(**b2, 1, 1000, &err);
-  EXPECT_TRUE((*b2)->Commit().ok());
-}
-
-TEST(TcpTransport, SenderAbortFreesReceiver) {
-  TcpPair p;
-  ASSERT_TRUE(p.tx);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 2, 1 << 20, &err);
-  (*b)->Abort("scheduler moved the request");
-  Status s = p.got.WaitAbort(t.id);
-  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
-  EXPECT_NE(s.message().find("scheduler moved the request"), std::string::npos);
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-  EXPECT_TRUE(p.got.bundles.empty());
-}
-
-TEST(TcpTransport, SenderDeathAbortsOpenTickets) {
-  TcpPair p;
-  ASSERT_TRUE(p.tx);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1 << 20, &err);
-  p.tx->Close();  // the prefill worker dies mid-bundle
-  Status s = p.got.WaitAbort(t.id);
-  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
-  EXPECT_EQ((*b)->Commit().code(), StatusCode::kCancelled);
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-}
-
-TEST(TcpTransport, ReceiverDeathFailsSender) {
-  TcpPair p;
-  ASSERT_TRUE(p.tx);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1 << 20, &err);
-  p.rx->Shutdown();
-  Status s = err.ok() ? (*b)->Commit() : err;
-  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
-  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kUnavailable);
-  // The dead link refuses new bundles quickly.
-  std::this_thread::sleep_for(100ms);
-  EXPECT_FALSE(p.tx->Stats().healthy);
-  EXPECT_FALSE(p.tx->Begin(MakeHeader(t, 9, 4), t).ok());
-}
-
-TEST(TcpTransport, IdleTicketTimesOutOnBothSides) {
-  TcpPair p;
-  ASSERT_TRUE(p.tx);
-  Ticket t = p.Issue(9, 1 << 30, 300ms);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1000, &err);
-  // The sender stalls (no commit): the receiver gives up and tells the sender.
-  Status s = p.got.WaitAbort(t.id, 5s);
-  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
-  EXPECT_EQ((*b)->Commit().code(), StatusCode::kDeadlineExceeded);
-}
 
 TEST(TcpTransport, BackpressureBoundsQueuedBytes) {
   std::promise<void> gate;

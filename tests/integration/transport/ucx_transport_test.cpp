@@ -1,16 +1,18 @@
 // Integration tests of the UCX backend on 127.0.0.1 (UCX_TLS=tcp,self, UCX_NET_DEVICES=lo):
-// striped round trips, a 256 MiB+ bundle, every abort path (sender abort, receiver cancel,
-// sender death, receiver death, idle timeout, stalled receiver), backpressure, and frames from a
-// raw UCP client (every flipped payload byte rejected, unknown version). Each test skips with
-// the reason when UCX cannot initialise here. Under ThreadSanitizer, run with
-// UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no (the tsan test preset sets them): UCX's
-// memory hooks patch madvise/mmap and crash TSan's interceptors at thread exit.
+// striped round trips, a 256 MiB+ bundle, a stalled receiver, backpressure, and frames from a raw
+// UCP client (every flipped payload byte rejected, unknown version). The abort paths shared with
+// TCP (sender abort, receiver cancel, peer death, idle timeout, budget) are in
+// stream_transport_test.cpp. Each test skips with the reason when UCX cannot initialise here.
+// Under ThreadSanitizer, run with UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no (the tsan
+// test preset sets them): UCX's memory hooks patch madvise/mmap and crash TSan's interceptors at
+// thread exit.
 #include <gtest/gtest.h>
 
 #include <future>
 #include <thread>
 
 #include "common/metrics.h"
+#include "tests/integration/transport/stream_test_util.h"
 #include "tests/unit/transport/test_util.h"
 #include "transport/crc32c.h"
 #include "transport/endpoint.h"
@@ -26,82 +28,23 @@ namespace prfaas::transport {
 namespace {
 
 using testing::Collector;
+using testing::ExpectSame;
 using testing::MakeHeader;
 using testing::RandomBytes;
 using testing::Rng;
+using testing::SendLayers;
 using namespace std::chrono_literals;
 
 EndpointOptions LoopbackUcx(int connections = 1) {
-  EndpointOptions o;
-  o.ucx.connections = connections;
-  o.ucx.transports = "tcp,self";
-  o.ucx.net_devices = "lo";
-  return o;
+  return testing::LoopbackOptions(connections);
 }
 
-struct UcxPair {
-  metrics::Registry registry;
-  Collector got;
-  std::unique_ptr<Receiver> rx;
-  std::unique_ptr<Sender> tx;
-  std::string skip;  // why UCX is unusable here, if it is
-
-  explicit UcxPair(EndpointOptions o = LoopbackUcx(), ReceiverCallbacks cb = {}) {
-    o.ucx.common.registry = &registry;
-    if (!cb.on_commit) cb = got.Callbacks();
-    auto r = Listen(Backend::kUcx, "127.0.0.1", 0, o, cb);
-    if (!r.ok()) {
-      skip = r.status().ToString();
-      return;
-    }
-    rx = std::move(r).value();
-    auto s = Connect(rx->address(), o);
-    EXPECT_TRUE(s.ok()) << s.status();
-    if (s.ok()) tx = std::move(s).value();
-  }
-  Ticket Issue(uint64_t fp, uint64_t budget = 1ull << 30, std::chrono::milliseconds idle = 10s) {
-    TicketSpec spec;
-    spec.budget_bytes = budget;
-    spec.model_fingerprint = fp;
-    spec.skip_tokens = 16;
-    spec.idle_timeout = idle;
-    return rx->IssueTicket(spec);
-  }
+struct UcxPair : testing::StreamPair {
+  explicit UcxPair(EndpointOptions o = LoopbackUcx(), ReceiverCallbacks cb = {})
+      : StreamPair(Backend::kUcx, std::move(o), std::move(cb)) {}
 };
 
-#define SKIP_WITHOUT_UCX(pair)                                                 \
-  do {                                                                         \
-    if (!UcxAvailable()) GTEST_SKIP() << "built without PRFAAS_UCX";           \
-    if (!(pair).skip.empty()) GTEST_SKIP() << "UCX unusable: " << (pair).skip; \
-    ASSERT_TRUE((pair).tx);                                                    \
-  } while (0)
-
-std::vector<std::vector<std::byte>> SendLayers(OutboundBundle& b, int layers, size_t seg_bytes,
-                                               Status* first_error) {
-  std::vector<std::vector<std::byte>> sent;
-  sent.reserve(layers * 2);
-  for (int l = 0; l < layers; ++l) {
-    for (int k = 0; k < 2; ++k) {
-      sent.push_back(RandomBytes(seg_bytes + Rng()() % 4096));
-      Status s = b.Append({static_cast<uint32_t>(l),
-                           k ? SegmentKind::kSsmState : SegmentKind::kAttnKv, 0, 4, k == 1},
-                          {sent.back().data(), sent.back().size()});
-      if (!s.ok()) {
-        *first_error = s;
-        return sent;
-      }
-    }
-  }
-  return sent;
-}
-
-void ExpectSame(const Bundle& b, const std::vector<std::vector<std::byte>>& sent) {
-  ASSERT_EQ(b.segments.size(), sent.size());
-  for (size_t i = 0; i < sent.size(); ++i) {
-    ASSERT_EQ(b.segments[i].size, sent[i].size());
-    EXPECT_EQ(0, std::memcmp(b.segments[i].data.get(), sent[i].data(), sent[i].size())) << i;
-  }
-}
+#define SKIP_WITHOUT_UCX(pair) PRFAAS_SKIP_UNUSABLE(Backend::kUcx, pair)
 
 TEST(UcxTransport, FactoryParsesAndReportsUcxAddresses) {
   if (!UcxAvailable()) {
@@ -178,109 +121,6 @@ TEST(UcxTransport, QuarterGiBBundleArrivesIntact) {
 }
 
 // ---- abort paths -------------------------------------------------------------------------------
-
-TEST(UcxTransport, ReceiverCancelStopsSender) {
-  UcxPair p(LoopbackUcx(2));
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 200), t);
-  ASSERT_TRUE(b.ok());
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    p.rx->Cancel(t.id, "decode worker draining");
-  });
-  Status err;
-  auto sent = SendLayers(**b, 200, 1 << 20, &err);  // 400 MiB: far more than 50 ms worth
-  Status s = err.ok() ? (*b)->Commit() : err;
-  canceller.join();
-  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
-  EXPECT_NE(s.message().find("decode worker draining"), std::string::npos) << s;
-  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kCancelled);
-  EXPECT_TRUE(p.got.bundles.empty());
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-  // The link survives a cancelled ticket.
-  Ticket t2 = p.Issue(9);
-  auto b2 = p.tx->Begin(MakeHeader(t2, 9, 1), t2);
-  ASSERT_TRUE(b2.ok());
-  auto sent2 = SendLayers(**b2, 1, 1000, &err);
-  EXPECT_TRUE((*b2)->Commit().ok());
-}
-
-TEST(UcxTransport, SenderAbortFreesReceiver) {
-  UcxPair p;
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 2, 1 << 20, &err);
-  (*b)->Abort("scheduler moved the request");
-  Status s = p.got.WaitAbort(t.id);
-  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s;
-  EXPECT_NE(s.message().find("scheduler moved the request"), std::string::npos);
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-  EXPECT_TRUE(p.got.bundles.empty());
-}
-
-TEST(UcxTransport, SenderDeathAbortsOpenTickets) {
-  UcxPair p;
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1 << 20, &err);
-  p.tx->Close();  // the prefill worker dies mid-bundle
-  Status s = p.got.WaitAbort(t.id);
-  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
-  EXPECT_EQ((*b)->Commit().code(), StatusCode::kCancelled);
-  EXPECT_EQ(p.rx->Stats().buffered_bytes, 0u);
-}
-
-TEST(UcxTransport, ReceiverDeathFailsSender) {
-  UcxPair p;
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(9);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1 << 20, &err);
-  p.rx->Shutdown();
-  Status s = err.ok() ? (*b)->Commit() : err;
-  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
-  EXPECT_EQ(p.got.WaitAbort(t.id).code(), StatusCode::kUnavailable);
-  // The dead link refuses new bundles quickly.
-  for (int i = 0; i < 50 && p.tx->Stats().healthy; ++i) std::this_thread::sleep_for(100ms);
-  EXPECT_FALSE(p.tx->Stats().healthy);
-  EXPECT_FALSE(p.tx->Begin(MakeHeader(t, 9, 4), t).ok());
-}
-
-TEST(UcxTransport, IdleTicketTimesOutOnBothSides) {
-  UcxPair p;
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(9, 1 << 30, 300ms);
-  auto b = p.tx->Begin(MakeHeader(t, 9, 4), t);
-  ASSERT_TRUE(b.ok());
-  Status err;
-  auto sent = SendLayers(**b, 1, 1000, &err);
-  Status s = p.got.WaitAbort(t.id, 5s);  // the sender stalls (no commit)
-  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
-  EXPECT_EQ((*b)->Commit().code(), StatusCode::kDeadlineExceeded);
-}
-
-TEST(UcxTransport, BudgetOverrunIsRefused) {
-  UcxPair p;
-  SKIP_WITHOUT_UCX(p);
-  Ticket t = p.Issue(5, /*budget=*/1000);
-  auto b = p.tx->Begin(MakeHeader(t, 5, 1), t);
-  ASSERT_TRUE(b.ok());
-  auto data = RandomBytes(1001);
-  EXPECT_EQ((*b)->Append({0, SegmentKind::kAttnKv, 0, 1, true}, {data.data(), 1001}).code(),
-            StatusCode::kResourceExhausted);
-  EXPECT_TRUE((*b)->Append({0, SegmentKind::kAttnKv, 0, 1, true}, {data.data(), 1000}).ok());
-  EXPECT_TRUE((*b)->Commit().ok());
-  ASSERT_TRUE(p.got.WaitBundles(1));
-}
 
 TEST(UcxTransport, BackpressureBoundsQueuedBytes) {
   std::promise<void> gate;
