@@ -754,6 +754,14 @@ int DecodeWorkers() {
   return per_sm * NumSms();
 }
 
+// Blocks of one decode launch: one wave, but never more than there are chunks even if all `units`
+// (sequence, kv head) pairs were max_context long.
+template <int HD>
+int DecodeBlocks(int64_t units, int32_t max_context) {
+  const int64_t max_chunks = units * ceil_div(std::max(1, max_context), kDecChunk);
+  return static_cast<int>(std::min<int64_t>(DecodeWorkers<HD>(), max_chunks));
+}
+
 // Workspace layout: the plan (num_seqs + 3 int32, rounded up to 16 bytes), then the partials:
 // slots x group rows of HD floats, then slots x group log2-sum-exps. Sized with q_heads standing
 // in for kv_heads and group (both <= q_heads; group * kv_heads = q_heads).
@@ -771,10 +779,7 @@ void LaunchDecode(const AttentionBatch& b, void* workspace, size_t workspace_byt
   using Cfg = DecodeCfg<HD>;
   const int group = b.q_heads / b.kv_heads;
   const int units = b.num_seqs * b.kv_heads;
-  // Never more blocks than there are chunks, even if every sequence were max_context long.
-  const int64_t max_chunks =
-      static_cast<int64_t>(units) * ceil_div(std::max(1, b.max_context), kDecChunk);
-  const int workers = static_cast<int>(std::min<int64_t>(DecodeWorkers<HD>(), max_chunks));
+  const int workers = DecodeBlocks<HD>(units, b.max_context);
   auto kernel = AttentionDecodeKernel<HD>;
   CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
@@ -833,19 +838,11 @@ void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream) {
 
 size_t AttentionDecodeWorkspaceBytes(int32_t num_seqs, int32_t q_heads, int32_t head_dim,
                                      int32_t max_context) {
-  if (num_seqs <= 0) return 0;
-  int workers = 0;
-  if (head_dim == 128) {
-    workers = DecodeWorkers<128>();
-  } else if (head_dim == 256) {
-    workers = DecodeWorkers<256>();
-  } else {
-    return 0;  // reference kernel: no workspace
-  }
-  // As LaunchDecode: never more blocks than chunks (kv_heads <= q_heads bounds the units).
-  const int64_t max_chunks =
-      static_cast<int64_t>(num_seqs) * q_heads * ceil_div(std::max(1, max_context), kDecChunk);
-  workers = static_cast<int>(std::min<int64_t>(workers, max_chunks));
+  if (num_seqs <= 0 || (head_dim != 128 && head_dim != 256)) return 0;  // reference: none
+  // As LaunchDecode, with q_heads bounding the units (kv_heads <= q_heads).
+  const int64_t units = static_cast<int64_t>(num_seqs) * q_heads;
+  const int workers = head_dim == 128 ? DecodeBlocks<128>(units, max_context)
+                                      : DecodeBlocks<256>(units, max_context);
   return DecodeWorkspaceBytes(workers, num_seqs, q_heads, head_dim);
 }
 
