@@ -2,7 +2,8 @@
 # Step 1 of the GPU flow, on the BUILD machine (not the GPU machine, which has no Debian -dev
 # packages): configures a Release CUDA build, builds every GPU test and benchmark target, and packs
 # the binaries with their non-CUDA shared libraries into .gpupack/ (bench/gpu/pack.sh).
-# usage: bench/gpu/build.sh [BUILD_DIR]     (default build-gpu; JOBS=n for ninja -j, default 2)
+# usage: bench/gpu/build.sh [BUILD_DIR]     (default build-gpu; JOBS=n for ninja -j, default 2;
+#                                            PACK=DIR packs into DIR instead of .gpupack)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-build-gpu}
@@ -18,6 +19,6 @@ ninja -C "$dir" -j "${JOBS:-2}" $targets
 bins=()
 for t in $targets; do bins+=("$dir/$t"); done
 # Start from an empty pack so that stale binaries of removed targets do not run.
-rm -rf .gpupack
+rm -rf "${PACK:-.gpupack}"
 bench/gpu/pack.sh "${bins[@]}"
 echo "packed: ${bins[*]}"

@@ -7,10 +7,11 @@
 # cuBLAS/cuBLASLt, the driver) are taken from that machine instead of being carried.
 #
 # usage: bench/gpu/pack.sh BINARY...        (paths to executables built here with PRFAAS_CUDA=ON)
+# PACK=DIR packs into DIR instead of .gpupack (two engineers' packs side by side; git-ignore DIR).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-pack=.gpupack
-grep -qx '/.gpupack/' .git/info/exclude 2>/dev/null || echo '/.gpupack/' >>.git/info/exclude
+pack=${PACK:-.gpupack}
+grep -qx "/$pack/" .git/info/exclude 2>/dev/null || echo "/$pack/" >>.git/info/exclude
 mkdir -p "$pack/bin" "$pack/lib"
 [[ -f $pack/pack.tar.xz ]] && tar -C "$pack" -xJf "$pack/pack.tar.xz" && rm -f "$pack/pack.tar.xz"
 for bin in "$@"; do

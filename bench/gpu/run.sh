@@ -9,6 +9,7 @@
 # usage (repo root, GPU machine): bench/gpu/run.sh [OUTDIR]      (default: $OUT, else bench/gpu/out)
 # Writes at most 8 flat files into OUTDIR (the device tool returns only 8): gpu.txt, ceilings.txt,
 # tests.txt, bench.txt, peers.txt, raw.txt (files the benchmarks wrote, concatenated), table.md.
+# PACK=DIR runs the binaries packed into DIR (default .gpupack; see pack.sh).
 # ONLY=REGEX restricts tests, benchmarks and peers to file names matching it (one engineer's run).
 # BENCH_TIMEOUT / PEER_TIMEOUT (seconds, default 900) bound each benchmark / peer script.
 # Exit status: 0 when every test passed and every benchmark and peer exited 0, else 1.
@@ -17,10 +18,11 @@ cd "$(dirname "$0")/../.."
 out=${1:-${OUT:-bench/gpu/out}}
 mkdir -p "$out"
 # bench/gpu/pack.sh ships binaries and libraries as one archive (the carry limit is 64 MiB).
-if [[ -f .gpupack/pack.tar.xz ]]; then
-  tar -C .gpupack -xJf .gpupack/pack.tar.xz || { echo "run.sh: cannot unpack .gpupack" >&2; exit 1; }
+pack=${PACK:-.gpupack}
+if [[ -f $pack/pack.tar.xz ]]; then
+  tar -C "$pack" -xJf "$pack/pack.tar.xz" || { echo "run.sh: cannot unpack $pack" >&2; exit 1; }
 fi
-export LD_LIBRARY_PATH=$PWD/.gpupack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$PWD/$pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 [[ -d .fla ]] && export PYTHONPATH=$PWD/.fla${PYTHONPATH:+:$PYTHONPATH}
 py=${PYTHON:-python3}
@@ -42,7 +44,7 @@ $py bench/gpu/ceilings.py 2>&1 | tee "$out/ceilings.txt" || status=1
 # 3. Tests (each binary once; gtest prints one line per failing test with --gtest_brief).
 : >"$out/tests.txt"
 pass=0 fail=0
-for t in .gpupack/bin/gpu_*_test .gpupack/bin/*_gpu_test; do
+for t in "$pack"/bin/gpu_*_test "$pack"/bin/*_gpu_test; do
   [[ -x $t ]] && wanted "$t" || continue
   echo "### $t" >>"$out/tests.txt"
   if timeout 600 "$t" --gtest_brief=1 >>"$out/tests.txt" 2>&1; then
@@ -56,7 +58,7 @@ note "test binaries: $pass passed, $fail failed"
 # 4. Our benchmarks (each may write raw files into raw/; concatenated below).
 mkdir -p "$out/raw"
 : >"$out/bench.txt"
-for b in .gpupack/bin/prfaas_bench_*; do
+for b in "$pack"/bin/prfaas_bench_*; do
   [[ -x $b ]] && wanted "$b" || continue
   echo "### $b" | tee -a "$out/bench.txt"
   timeout "${BENCH_TIMEOUT:-900}" "$b" "$out/raw" 2>&1 | tee -a "$out/bench.txt" || { status=1; echo "FAILED: $b" | tee -a "$out/bench.txt"; }

@@ -1,11 +1,11 @@
 // Attention kernels over the paged bf16 KV cache (see attention.h for the contract).
 //
 // Layout of this file: the cache write, the reference kernel (one warp per query row and head),
-// the shared tensor-core helpers (ldmatrix / mma.sync m16n8k16 / cp.async), the fast prefill
-// kernel (FlashAttention-2 structure: a block owns BM query rows of one head and streams the
-// causal key range in BN-key tiles through double-buffered shared memory, S and P never leave
-// registers), and the decode kernel (persistent blocks, balanced stream-K key ranges) plus its
-// plan and merge kernels.
+// the online-softmax helpers, the fast prefill kernel (Hopper wgmma, FlashAttention structure: a
+// block of two warpgroups owns 128 query rows of one head and streams the causal key range in
+// BN-key tiles through double-buffered shared memory; S and P never leave registers; tensor-core
+// helpers in mma.cuh and wgmma.cuh), and the decode kernel (mma.sync; persistent blocks, balanced
+// stream-K key ranges) plus its plan and merge kernels.
 #include "kernels/cuda/attention.h"
 
 #include <algorithm>
@@ -15,6 +15,8 @@
 #include <cub/block/block_scan.cuh>
 
 #include "kernels/cuda/common.h"
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/wgmma.cuh"
 
 namespace prfaas::kernels::cuda {
 namespace {
@@ -135,79 +137,6 @@ __global__ void AttentionRefKernel(AttentionBatch b) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Tensor-core helpers (sm_80+ instructions, all available on sm_90).
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte async copy global -> shared; src_bytes = 0 zero-fills the destination (used for rows
-// past the end, so that masked keys multiply finite zeros rather than stale shared memory).
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void CpAsyncCommit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// c += a * b for one m16n8k16 tile, bf16 inputs, fp32 accumulators.
-__device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Shared-memory tile of rows x HD bf16, 16-byte chunk c of row r stored at chunk c ^ (r & 7):
-// the 8 rows one ldmatrix phase reads then fall into 8 different bank groups.
-template <int HD>
-__device__ __forceinline__ __nv_bfloat16* TileAt(__nv_bfloat16* base, int r, int chunk) {
-  return base + r * HD + ((chunk ^ (r & 7)) << 3);
-}
-
-// ldmatrix addressing into such a tile for one lane. The lane reads row `row` (row & 7 = lane & 7
-// for every fragment used here) at chunk 2 * kk + x for k-step kk; chunk = 8 * (kk / 4) + lo with
-// lo = 2 * (kk % 4) + x, and the swizzle only permutes lo, so the byte address is
-// row_base + 128 * (kk / 4) + off[kk % 4]: four lane-dependent offsets instead of one register per
-// k-step (a fully unrolled loop would otherwise keep 16+ addresses live).
-template <int HD>
-struct FragAddr {
-  uint32_t off[4];
-  __device__ __forceinline__ FragAddr(const __nv_bfloat16* tile, int row, int x) {
-    const uint32_t base = SmemAddr(tile) + row * HD * 2;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) off[i] = base + ((((2 * i + x) ^ (row & 7))) << 4);
-  }
-  // Address of k-step kk (compile-time after unrolling), plus extra_rows whole rows.
-  __device__ __forceinline__ uint32_t at(int kk, int extra_rows = 0) const {
-    return off[kk & 3] + (kk >> 2) * 128 + extra_rows * HD * 2;
-  }
-};
-
 // Online-softmax update of one accumulator row set. s: this thread's scores of the rows it holds
 // (already masked with -inf), in units of log2 (scale * log2e folded in). Returns nothing; updates
 // m (running max), l (this thread's partial row sum) and rescales o.
@@ -241,199 +170,279 @@ __device__ __forceinline__ void SoftmaxUpdate(float (&s)[NT][4], float (&m)[2], 
   }
 }
 
+// Online softmax of one S tile for the thread's two rows, as SoftmaxUpdate but on raw scores
+// (masked ones -inf; scale * log2e applied inside the exponent's FMA) and leaving O alone: the
+// factor its rows must be rescaled by goes to corr (the prefill's O may still be in flight).
+template <int NT>
+__device__ __forceinline__ void SoftmaxStep(float (&s)[NT][4], float scale_log2, float (&m)[2],
+                                            float (&l)[2], float (&corr)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    mx = fmaxf(m[half], mx * scale_log2);            // scale > 0: the max commutes with it
+    const float base = mx == -INFINITY ? 0.0f : mx;  // no key yet: exp2 gives 0, not NaN
+    corr[half] = exp2f(m[half] - base);
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      s[nt][2 * half] = exp2f(fmaf(s[nt][2 * half], scale_log2, -base));
+      s[nt][2 * half + 1] = exp2f(fmaf(s[nt][2 * half + 1], scale_log2, -base));
+      sum += s[nt][2 * half] + s[nt][2 * half + 1];
+    }
+    l[half] = l[half] * corr[half] + sum;
+    m[half] = mx;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
-// Fast prefill. Block = NW warps = BM query rows (MT m16 tiles per warp) of one (sequence, head);
-// keys in BN tiles from position 0 up to the block's last row (forward order, so every row sees
-// key 0 first and its running max is finite from the first tile on).
-template <int HD, int BM, int BN, int NW>
+// Fast prefill (Hopper wgmma, FlashAttention-style). A block is kWgs warpgroups, each owning 64
+// query rows of one (sequence, q head), BM = 64 * kWgs rows in all; it streams keys from position
+// 0 up to the block's last row (forward order, so every row sees key 0 first and its running max
+// is finite from the first tile on) in BN-key tiles through double-buffered shared memory, filled
+// by cp.async straight from the paged cache in the 128-byte swizzled layout the wgmma
+// descriptors describe (wgmma.cuh). Per tile and warpgroup: S = Q K^T (A = Q, B = K, both from
+// shared memory, K-major), online softmax in registers, O += P V (A = P from registers: the S
+// accumulator layout is the A-fragment layout; B = V, MN-major), pipelined as described at the
+// step below, with one barrier per tile.
+template <int HD, int BN>
 struct PrefillCfg {
-  static constexpr int kThreads = NW * 32;
-  static constexpr int kMT = BM / (16 * NW);                 // m16 tiles per warp
-  static constexpr int kNT = BN / 8;                         // n8 tiles of S
-  static constexpr int kOT = HD / 8;                         // n8 tiles of O
-  static constexpr int kCpr = HD / 8;                        // 16-byte chunks per row
-  static constexpr int kSmemBytes = (BM + 4 * BN) * HD * 2;  // Q + 2 x K + 2 x V
-  static_assert(BM % (16 * NW) == 0 && BN % 16 == 0 && HD % 64 == 0);
+  static constexpr int kWgs = 2;  // warpgroups: 2 x 64 rows share each K/V tile
+  static constexpr int kBM = 64 * kWgs;
+  static constexpr int kThreads = 128 * kWgs;
+  static constexpr int kNT = BN / 8;   // n8 tiles of S per thread
+  static constexpr int kOT = HD / 8;   // n8 tiles of O per thread
+  static constexpr int kCpr = HD / 8;  // 16-byte chunks per row
+  static constexpr int kQBytes = kBM * HD * 2;
+  static constexpr int kTileBytes = BN * HD * 2;  // one K or V tile
+  // Q + 2 x K + 2 x V, plus slack to align the start to 1024 bytes (the swizzle's period).
+  static constexpr int kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
+  static_assert((HD == 128 || HD == 256) && (BN == 64 || BN == 128));
 };
 
-template <int HD, int BM, int BN, int NW>
-__global__ void __launch_bounds__(NW * 32, 1) AttentionPrefillKernel(AttentionBatch b) {
-  using Cfg = PrefillCfg<HD, BM, BN, NW>;
-  constexpr int kMT = Cfg::kMT, kNT = Cfg::kNT, kOT = Cfg::kOT, kCpr = Cfg::kCpr;
+template <int N>
+__device__ __forceinline__ void WgmmaSS(float (&d)[N / 8][4], uint64_t da, uint64_t db, bool acc) {
+  if constexpr (N == 64) {
+    WgmmaSS64(d, da, db, acc);
+  } else {
+    WgmmaSS128(d, da, db, acc);
+  }
+}
+template <int N>
+__device__ __forceinline__ void WgmmaRSTransB(float (&d)[N / 8][4], const uint32_t (&a)[4],
+                                              uint64_t db) {
+  if constexpr (N == 128) {
+    WgmmaRS128TransB(d, a, db);
+  } else {
+    WgmmaRS256TransB(d, a, db);
+  }
+}
+
+template <int HD, int BN>
+__global__ void __launch_bounds__(PrefillCfg<HD, BN>::kThreads, 1)
+    AttentionPrefillKernel(AttentionBatch b) {
+  using Cfg = PrefillCfg<HD, BN>;
+  constexpr int kBM = Cfg::kBM, kNT = Cfg::kNT, kOT = Cfg::kOT, kCpr = Cfg::kCpr;
+  constexpr int kQBytes = Cfg::kQBytes, kTileBytes = Cfg::kTileBytes;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sk = sq + BM * HD;             // 2 buffers of BN rows
-  __nv_bfloat16* sv = sq + (BM + 2 * BN) * HD;  // 2 buffers of BN rows
-  constexpr int kKvTileBytes = BN * HD * 2;
+  const uint32_t raw_addr = SmemAddr(smem_raw);
+  const uint32_t sq = (raw_addr + 1023) & ~1023u;  // shared addresses: Q, K[2], V[2]
+  const uint32_t sk = sq + kQBytes;
+  const uint32_t sv = sk + 2 * kTileBytes;
+  unsigned char* smem = smem_raw + (sq - raw_addr);
 
   const int s = blockIdx.z;
   const int h = blockIdx.y;
   const int row0 = b.cu_seqlens[s];
   const int t = b.cu_seqlens[s + 1] - row0;
   const int m_tile = gridDim.x - 1 - blockIdx.x;  // heaviest (latest rows) first
-  const int m0 = m_tile * BM;
+  const int m0 = m_tile * kBM;
   if (m0 >= t) return;
   const int first = b.first_pos[s];
   const int ctx = first + t;
   const int kvh = h / (b.q_heads / b.kv_heads);
   const int row_elems = b.kv_heads * HD;
   const int q_stride = b.q_heads * HD;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
 
   // Q tile (rows past t zero-filled; their outputs are never stored).
-  for (int c = tid; c < BM * kCpr; c += Cfg::kThreads) {
+#pragma unroll 4
+  for (int c = tid; c < kBM * kCpr; c += Cfg::kThreads) {
     const int r = c / kCpr, ch = c % kCpr;
     const bool ok = m0 + r < t;
     const __nv_bfloat16* src =
         b.q + static_cast<int64_t>(row0 + (ok ? m0 + r : 0)) * q_stride + h * HD + ch * 8;
-    CpAsync16(TileAt<HD>(sq, r, ch), src, ok);
+    CpAsync16(smem + Swz128Offset(kBM, r, ch), src, ok);
   }
-  auto load_kv = [&](__nv_bfloat16* dst, const __nv_bfloat16* cache, int key0) {
+  // K or V (cache) of keys key0 .. key0 + BN - 1 into the tile at byte `dst` of the dynamic area
+  // (keys past the context zero-filled). Thread tid copies chunk column ld_ch of rows
+  // ld_r0 + i * kRowStep; kRowStep is a multiple of 8, so all its rows share one swizzle phase and
+  // its shared offsets step by a constant. A tile inside one cache block and the context (all but
+  // the last, when block_size is a multiple of BN) is kRowsPerThread copies at a fixed stride,
+  // with no per-row address arithmetic: these copies are issued by the same warps that run the
+  // softmax, so their instruction count matters.
+  constexpr int kRowStep = Cfg::kThreads / kCpr;
+  constexpr int kRowsPerThread = BN / kRowStep;
+  static_assert(kRowStep % 8 == 0 && BN % kRowStep == 0);
+  const int ld_ch = tid % kCpr, ld_r0 = tid / kCpr;
+  const uint32_t ld_soff = Swz128Offset(BN, ld_r0, ld_ch);
+  auto load_tile = [&](uint32_t dst, const __nv_bfloat16* cache, int key0) {
     const int64_t base = TileBase(b.cache, s, key0, BN, row_elems);
-    for (int c = tid; c < BN * kCpr; c += Cfg::kThreads) {
-      const int r = c / kCpr, ch = c % kCpr;
-      const int pos = key0 + r;
-      const bool ok = pos < ctx;
-      const int64_t off = (base >= 0 ? base + static_cast<int64_t>(r) * row_elems
-                                     : CacheRowOffset(b.cache, s, ok ? pos : 0, row_elems)) +
-                          kvh * HD + ch * 8;
-      CpAsync16(TileAt<HD>(dst, r, ch), cache + off, ok);
+    const __nv_bfloat16* src = cache + kvh * HD + ld_ch * 8;
+    unsigned char* d = smem + dst + ld_soff;
+    if (base >= 0 && key0 + BN <= ctx) {
+      src += base + static_cast<int64_t>(ld_r0) * row_elems;
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        CpAsync16(d + i * kRowStep * 128, src + i * kRowStep * row_elems, true);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int pos = key0 + ld_r0 + i * kRowStep;
+        const bool ok = pos < ctx;
+        CpAsync16(d + i * kRowStep * 128,
+                  src + CacheRowOffset(b.cache, s, ok ? pos : key0, row_elems), ok);
+      }
     }
   };
 
-  const int last_key = min(first + m0 + BM, ctx) - 1;
+  const int last_key = min(first + m0 + kBM, ctx) - 1;
   const int n_tiles = last_key / BN + 1;
-  const int first_masked_tile = (first + m0) / BN;  // tiles from here may hold keys > some row
+  const int wrow = m0 + 64 * wg;  // this warpgroup's first row
+  const int g = lane / 4, tq = lane % 4;
+  const int my_pos = first + wrow + 16 * warp + g;  // position of this thread's row g (+8: g + 8)
   const float scale_log2 = b.scale * kLog2e;
+  // Descriptors (wgmma.cuh): Q and K K-major, V MN-major with 64-column blocks BN * 128 apart.
+  const uint64_t dq = WgmmaDescSw128(sq + wg * 64 * 128, 16, 1024);
+  const uint64_t dk = WgmmaDescSw128(sk, 16, 1024);
+  const uint64_t dv = WgmmaDescSw128(sv, BN * 128, 1024);
 
-  load_kv(sk, b.cache.k_cache, 0);
+  load_tile(kQBytes, b.cache.k_cache, 0);
   CpAsyncCommit();  // group: Q + K0
 
-  float o[kMT][kOT][4];
-  float m[kMT][2], l[kMT][2];
+  float o[kOT][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-    for (int ot = 0; ot < kOT; ++ot) o[mt][ot][0] = o[mt][ot][1] = o[mt][ot][2] = o[mt][ot][3] = 0;
-    m[mt][0] = m[mt][1] = -INFINITY;
-    l[mt][0] = l[mt][1] = 0.0f;
-  }
-  const int wrow = warp * 16 * kMT;  // first row of this warp within the block
-  const int g = lane / 4, tq = lane % 4;
-  const FragAddr<HD> qa(sq, wrow + (lane % 16), lane / 16);
-  const FragAddr<HD> ka(sk, (lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
-  const FragAddr<HD> va(sv, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+  for (int ot = 0; ot < kOT; ++ot) o[ot][0] = o[ot][1] = o[ot][2] = o[ot][3] = 0.0f;
+  uint32_t pa[BN / 16][4];  // P of the previous tile, bf16 A fragments
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int buf = j & 1;
-    load_kv(sv + buf * BN * HD, b.cache.v_cache, j * BN);
-    CpAsyncCommit();
-    CpAsyncWait<1>();  // Q and K_j landed
-    __syncthreads();
-    // Prefetch K_{j+1} into the other buffer: every warp finished S_{j-1} before the barrier above.
-    if (j + 1 < n_tiles) load_kv(sk + (buf ^ 1) * BN * HD, b.cache.k_cache, (j + 1) * BN);
-    CpAsyncCommit();
-
-    float sc[kMT][kNT][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-        sc[mt][nt][0] = sc[mt][nt][1] = sc[mt][nt][2] = sc[mt][nt][3] = 0;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t a[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) LdMatrixX4(a[mt], qa.at(kk, mt * 16));
-#pragma unroll
-      for (int n2 = 0; n2 < kNT / 2; ++n2) {
-        uint32_t bk[4];
-        LdMatrixX4(bk, ka.at(kk, n2 * 16) + buf * kKvTileBytes);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          Mma16816(sc[mt][2 * n2], a[mt], bk[0], bk[1]);
-          Mma16816(sc[mt][2 * n2 + 1], a[mt], bk[2], bk[3]);
-        }
-      }
+  // Step j issues S_j = Q K_j and O += P_{j-1} V_{j-1} back to back, so the softmax of S_j runs
+  // while the tensor cores still work on P_{j-1} V_{j-1}; O is rescaled once that is done. K runs
+  // one tile ahead of V: step j loads K_{j+1} and V_j, into the buffers of K_{j-1} and V_{j-2},
+  // which steps before the barrier finished with. Steps 0 (no P yet) and n_tiles (no S) are
+  // instantiated apart, so that no wgmma sits under a run-time branch (ptxas would serialise
+  // them all). A warpgroup whose rows all precede tile j still computes it (fully masked: p = 0,
+  // corr = 1), for the same reason: at most its block's last tile.
+  auto step = [&]<bool kS, bool kPV>(int j) {
+    CpAsyncWait<0>();  // K_j, V_{j-1} (and Q) landed for this thread's copies
+    FenceProxyAsyncShared();
+    __syncthreads();  // ... for everyone's; and every thread finished step j - 1
+    if (j + 1 < n_tiles) {
+      load_tile(kQBytes + ((j + 1) & 1) * kTileBytes, b.cache.k_cache, (j + 1) * BN);
     }
-    // Scale to log2 units, mask keys after the row's position (and past the context).
-    const bool need_mask = j >= first_masked_tile;
+    if (j < n_tiles) load_tile(kQBytes + (2 + (j & 1)) * kTileBytes, b.cache.v_cache, j * BN);
+    CpAsyncCommit();
+
+    float sc[kNT][4];
+    if constexpr (kS) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+      for (int nt = 0; nt < kNT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+      WgmmaPin(sc);
+    }
+    WgmmaPin(pa);
+    WgmmaPin(o);
+    WgmmaFence();
+    if constexpr (kS) {
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t col = (kk % 4) * 32;  // k-step's byte within its 64-column block's rows
+        WgmmaSS<BN>(sc, dq + (((kk / 4) * kBM * 128 + col) >> 4),
+                    dk + (((j & 1) * kTileBytes + (kk / 4) * BN * 128 + col) >> 4), kk > 0);
+      }
+      WgmmaCommit();
+    }
+    if constexpr (kPV) {
+      const uint32_t vbuf = ((j - 1) & 1) * kTileBytes;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = sc[mt][nt][e] * scale_log2;
-          if (need_mask) {
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        WgmmaRSTransB<HD>(o, pa[kk], dv + ((vbuf + kk * 16 * 128) >> 4));
+      }
+      WgmmaCommit();
+    }
+    if constexpr (kS) {
+      WgmmaWait<kPV ? 1 : 0>();  // S_j done; P_{j-1} V_{j-1} may still run
+      WgmmaPin(sc);
+      // Mask keys after the row's position (and past the context); raw scores, -inf masked.
+      if (j * BN + BN - 1 > first + wrow) {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
             const int key = j * BN + nt * 8 + tq * 2 + (e & 1);
-            const int pos = min(first + m0 + wrow + mt * 16 + g + (e >> 1) * 8, ctx - 1);
-            if (key > pos) x = -INFINITY;
+            if (key > min(my_pos + (e >> 1) * 8, ctx - 1)) sc[nt][e] = -INFINITY;
           }
-          sc[mt][nt][e] = x;
         }
       }
-      SoftmaxUpdate<kNT, kOT>(sc[mt], m[mt], l[mt], o[mt]);
-    }
-
-    CpAsyncWait<1>();  // V_j landed (K_{j+1} may still fly)
-    __syncthreads();
+      float corr[2];
+      SoftmaxStep<kNT>(sc, scale_log2, m, l, corr);
+      WgmmaWait<0>();
+      WgmmaPin(o);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t a[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        a[mt][0] = PackBf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-        a[mt][1] = PackBf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-        a[mt][2] = PackBf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-        a[mt][3] = PackBf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+      for (int ot = 0; ot < kOT; ++ot) {
+        o[ot][0] *= corr[0];
+        o[ot][1] *= corr[0];
+        o[ot][2] *= corr[1];
+        o[ot][3] *= corr[1];
       }
 #pragma unroll
-      for (int d2 = 0; d2 < kOT / 2; ++d2) {
-        uint32_t bv[4];
-        LdMatrixX4Trans(bv, va.at(d2, kk * 16) + buf * kKvTileBytes);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          Mma16816(o[mt][2 * d2], a[mt], bv[0], bv[1]);
-          Mma16816(o[mt][2 * d2 + 1], a[mt], bv[2], bv[3]);
-        }
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        pa[kk][0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
       }
+    } else {
+      WgmmaWait<0>();
+      WgmmaPin(o);
     }
-  }
+  };
+  step.template operator()<true, false>(0);
+  for (int j = 1; j < n_tiles; ++j) step.template operator()<true, true>(j);
+  step.template operator()<false, true>(n_tiles);
   CpAsyncWait<0>();
 
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
+  for (int half = 0; half < 2; ++half) {
+    float sum = l[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inv = 1.0f / sum;
+    const int r = wrow + 16 * warp + g + half * 8;
+    if (r < t) {
+      __nv_bfloat16* op = b.out + static_cast<int64_t>(row0 + r) * q_stride + h * HD + tq * 2;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float sum = l[mt][half];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = 1.0f / sum;
-      const int r = m0 + wrow + mt * 16 + g + half * 8;
-      if (r < t) {
-        __nv_bfloat16* op = b.out + static_cast<int64_t>(row0 + r) * q_stride + h * HD + tq * 2;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-          *reinterpret_cast<__nv_bfloat162*>(op + ot * 8) =
-              __floats2bfloat162_rn(o[mt][ot][2 * half] * inv, o[mt][ot][2 * half + 1] * inv);
-        }
+      for (int ot = 0; ot < kOT; ++ot) {
+        *reinterpret_cast<__nv_bfloat162*>(op + ot * 8) =
+            __floats2bfloat162_rn(o[ot][2 * half] * inv, o[ot][2 * half + 1] * inv);
       }
     }
   }
 }
 
-template <int HD, int BM, int BN, int NW>
+template <int HD, int BN>
 void LaunchPrefill(const AttentionBatch& b, cudaStream_t stream) {
-  using Cfg = PrefillCfg<HD, BM, BN, NW>;
-  auto kernel = AttentionPrefillKernel<HD, BM, BN, NW>;
+  using Cfg = PrefillCfg<HD, BN>;
+  auto kernel = AttentionPrefillKernel<HD, BN>;
   CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-  const dim3 grid(ceil_div(b.max_new_tokens, BM), b.q_heads, b.num_seqs);
+  const dim3 grid(ceil_div(b.max_new_tokens, Cfg::kBM), b.q_heads, b.num_seqs);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(b);
   CUDA_CHECK_LAUNCH();
 }
-
 // ---------------------------------------------------------------------------------------------
 // Fast decode, balanced over the SMs (stream-K partitioning). The work is the concatenation of
 // every unit's key range (unit = (sequence, kv head), units in order s * kv_heads + kvh), cut into
@@ -830,9 +839,9 @@ void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream) {
   }
   PagedKvWrite(batch, stream);
   if (batch.head_dim == 128) {
-    LaunchPrefill<128, 128, 32, 4>(batch, stream);
+    LaunchPrefill<128, 128>(batch, stream);
   } else {
-    LaunchPrefill<256, 128, 64, 8>(batch, stream);
+    LaunchPrefill<256, 64>(batch, stream);
   }
 }
 

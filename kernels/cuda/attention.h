@@ -71,8 +71,8 @@ struct AttentionBatch {
 // exposed for callers that fill a cache without attending, e.g. imported prefixes).
 void PagedKvWrite(const AttentionBatch& batch, cudaStream_t stream);
 
-// Varlen causal prefill (any t_s >= 0, any first_pos). Fast kernel: mma.sync bf16 tensor cores,
-// cp.async double-buffered K/V tiles read straight from the paged cache.
+// Varlen causal prefill (any t_s >= 0, any first_pos). Fast kernel: Hopper wgmma bf16 tensor
+// cores (sm_90a), cp.async double-buffered K/V tiles read straight from the paged cache.
 void AttentionPrefill(const AttentionBatch& batch, cudaStream_t stream);
 void AttentionPrefillRef(const AttentionBatch& batch, cudaStream_t stream);
 

@@ -2,33 +2,33 @@
 //
 // Prefill = three launches:
 //   1. gdn_chunk_offsets: chunk_off[s] = number of 64-token chunks before sequence s.
-//   2. gdn_chunk_local (fully parallel, one CTA per chunk x value head): the per-chunk UT
+//   2. gdn_chunk_local (fully parallel, one 4-warp CTA per chunk x value head): the per-chunk UT
 //      transform. With K, Q raw (unnormalised) bf16 tiles and the norms folded into fp32 scalars:
-//        A = strict_lower(beta_i e^(g_i - g_l) k^_i.k^_l),  T = (I + A)^-1 (blocked
-//        forward substitution in fp32),  W = T diag(beta e^g) K^,  U = T diag(beta) V,
+//        A = strict_lower(beta_i e^(g_i - g_l) k^_i.k^_l),  T = (I + A)^-1 (16x16 diagonal blocks
+//        by forward substitution in fp32, the rest blockwise with tf32 products),
+//        W = T diag(beta e^g) K^,  U = T diag(beta) V,
 //        P = lower(e^(g_i - g_l) q^_i.k^_l)  (intra-chunk attention, diagonal included),
 //      and the per-token scalars gam (chunk-local cumulative g), qf = e^gam / |q| * scale and
-//      kf = e^(gam_last - gam) / |k|. All products run on tensor cores (WMMA bf16, fp32 acc).
-//   3. gdn_chunk_state (sequential over chunks): one CTA per sequence x value head x 32-column
-//      block of the state, so a single sequence still occupies value_heads * 4 CTAs. The state
-//      block (128 x 32 fp32) lives in accumulator fragments; per chunk:
+//      kf = e^(gam_last - gam) / |k|. Products on mma.sync tensor cores (bf16 in, fp32 acc).
+//   3. gdn_chunk_state (sequential over chunks): one 4-warp CTA per sequence x value head x 64
+//      value columns, so a single sequence occupies value_heads * 2 CTAs. Each warp keeps its 16
+//      columns of the state transposed (S^T, 16 x 128 fp32) in mma accumulators; per chunk:
 //        Vn = U - W S;  O = qf * (Q S) + P Vn;  S = e^gam_last S + K^T (kf * Vn)
-//      with the next chunk's tiles prefetched by cp.async while this one computes.
+//      with S^T and Vn^T feeding the next product straight from registers, and the next chunk's
+//      tiles prefetched by cp.async while this one computes.
 // Only W, U (bf16, [T, H_v, 128]), P (bf16 [T, H_v, 64]) and three fp32 scalars per token and
 // head cross between 2 and 3 (fla additionally round-trips per-chunk states and v_new).
 //
 // Decode: one warp per (sequence, value head, 16 state columns); each lane keeps 16 rows x 4
 // columns of the fp32 state in registers (read once, written once) and the reductions over d_k
 // are warp shuffles, so nothing but the state's own loads stands between a load and its store.
-#include <mma.h>
-
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/gdn.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace prfaas::kernels::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
 using bf16 = __nv_bfloat16;
 
 constexpr int D = kGdnHeadDim;  // 128
@@ -245,47 +245,42 @@ __global__ void __launch_bounds__(kDecThreads) gdn_decode_kernel(GdnArgs a) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill: cp.async helpers and the shared-memory tile shapes.
+// Prefill: shared helpers.
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte async copy; when !valid the destination is zero-filled and src is not read.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// Copies rows [0, C) of a (rows x width bf16) global tile into smem with row pitch `pitch`
-// elements; rows >= len are zero-filled. width is a multiple of 8.
+// Loads a 64-row tile into TileAt<kWidth> layout (mma.cuh); rows >= len are zero-filled. Thread i
+// always moves 16-byte chunk i % kChunks of rows i / kChunks + j * kRowStep, so its swizzled column
+// is the same for every j (the row step is a multiple of 8) and the loop unrolls into plain copies.
 template <int kWidth, int kThreads>
-__device__ __forceinline__ void copy_rows(bf16* dst, int pitch, const bf16* src, int64_t stride,
-                                          int len) {
-  constexpr int kPerRow = kWidth / 8;
-  for (int i = threadIdx.x; i < C * kPerRow; i += kThreads) {
-    const int r = i / kPerRow, c = (i % kPerRow) * 8;
-    const bool valid = r < len;
-    cp_async16(dst + r * pitch + c, valid ? src + r * stride + c : src, valid);
+__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t stride, int len) {
+  constexpr int kChunks = kWidth / 8;
+  constexpr int kRowStep = kThreads / kChunks;
+  static_assert(kRowStep % 8 == 0 && C % kRowStep == 0, "row step keeps the swizzle");
+  const int r0 = threadIdx.x / kChunks, c = threadIdx.x % kChunks;
+  bf16* d = TileAt<kWidth>(dst, r0, c);
+  const bf16* src_row = src + r0 * stride + c * 8;
+#pragma unroll
+  for (int j = 0; j < C / kRowStep; ++j) {
+    const int r = r0 + j * kRowStep;
+    CpAsync16(d + j * kRowStep * kWidth, r < len ? src_row + j * kRowStep * stride : src, r < len);
   }
 }
 
-constexpr int kPitchD = D + 8;  // bf16 row pitch of 128-wide tiles
-constexpr int kPitchC = C + 8;  // bf16 row pitch of 64-wide tiles
-constexpr int kPitchF = C + 4;  // fp32 row pitch of 64-wide tiles
-constexpr int kPitchW = D + 4;  // fp32 row pitch of 128-wide tiles
-
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragAc = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragBc = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+// c += a * b for one m16n8k8 tile with tf32 inputs (fp32 bit patterns, rounded by the caller).
+// Fragments as in mma.cuh with k = 8: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4],
+// a3 = A[g+8][t+4]; b0 = B[t][g], b1 = B[t+4][g]; C as for m16n8k16.
+__device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t Tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
 
 struct PrefillWs {
   int32_t* chunk_off;  // [num_seqs + 1]
@@ -359,271 +354,330 @@ __device__ __forceinline__ bool locate_chunk(const GdnArgs& a, const int32_t* ch
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill pass 2: per-chunk UT transform.
+// Prefill pass 2: per-chunk UT transform. One CTA of 4 warps per (chunk, value head); every
+// product runs on mma.sync tensor cores with operands in registers or swizzled shared memory.
+//   1. k, q, v tiles land by cp.async; each thread computes one row norm (k or q), threads 0..63
+//      one token's gates and the chunk-local cumulative log-decay.
+//   2. k k^T (warps 0, 1) and q k^T (warps 2, 3), lower-triangular 16-row tiles only; warp pairs
+//      take row tiles {0, 3} and {1, 2} so each does 10 n8 tiles. The gated A (strictly lower,
+//      fp32, over the dead q tile) and P (lower incl. diagonal, bf16, to global) are formed in
+//      registers.
+//   3. T = (I + A)^-1 blockwise: warp b inverts diagonal 16x16 block b by forward substitution
+//      (fp32), then the blocks below it by distance d = 1..3 (block (j + d, j) on warp j),
+//        T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj,
+//      with tf32 mma (T is rounded to bf16 for W and U anyway, so tf32 products lose nothing
+//      that matters).
+//   4. W = T diag(beta e^gam / |k|) K and U = T diag(beta) V: warp w does rows 16w..16w+15
+//      (k-steps past the diagonal block skipped), stored bf16 from the accumulators; v loads
+//      over the dead A while W is computed.
 
-constexpr int kLocalThreads = 256;
-constexpr int kLocalWarps = kLocalThreads / 32;
+constexpr int kLocalWarps = 4;
+constexpr int kLocalThreads = kLocalWarps * 32;
+constexpr int kPitchT = C + 4;  // fp32 pitch of A and T (conflict-free tf32 A-fragment loads)
 
+// 52 KB, so 4 CTAs fit an SM. The qa region holds q (bf16 tile), then A (fp32), then v (bf16
+// tile, loaded once A is dead, while W is computed); T's blocks right of the diagonal are never
+// part of T and serve as the solve's per-warp scratch.
 struct LocalSmem {
-  bf16 k[C * kPitchD];
-  bf16 q[C * kPitchD];
-  bf16 v[C * kPitchD];
-  float f0[C * kPitchF];  // k k^T, then A; with f1 the fp32 staging of W / U
-  float f1[C * kPitchF];  // q k^T, then T
-  bf16 tw[C * kPitchC];   // T diag(beta e^gam / |k|)
-  bf16 tu[C * kPitchC];   // T diag(beta)
-  float gam[C], beta[C], rq[C], rk[C];
+  bf16 k[C * D];  // TileAt<D>
+  float qa[C * kPitchT];
+  float t[C * kPitchT];  // T = (I + A)^-1 on and below the diagonal blocks
+  float graw[C], gam[C], beta[C], rq[C], rk[C];
 };
-static_assert(sizeof(float) * 2 * C * kPitchF >= sizeof(float) * C * kPitchW, "staging fits");
+static_assert(sizeof(float) * C * kPitchT >= sizeof(bf16) * C * D, "q and v fit the qa region");
 
-__global__ void __launch_bounds__(kLocalThreads, 2)
+// One warp: m16 row tile `mt` of lhs * k^T over n8 tiles 0 .. 2 mt + 1 (up to the diagonal).
+__device__ __forceinline__ void tri_tile(float (&acc)[8][4], const bf16* lhs, const bf16* k, int mt,
+                                         int lane) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  const FragAddr<D> la(lhs, mt * 16 + (lane % 16), lane / 16);
+  const FragAddr<D> ka(k, (lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t af[4];
+    LdMatrixX4(af, la.at(kk));
+#pragma unroll
+    for (int n2 = 0; n2 < 4; ++n2) {
+      if (n2 > mt) break;
+      uint32_t bk[4];
+      LdMatrixX4(bk, ka.at(kk, n2 * 16));
+      Mma16816(acc[2 * n2], af, bk[0], bk[1]);
+      Mma16816(acc[2 * n2 + 1], af, bk[2], bk[3]);
+    }
+  }
+}
+
+// dst (16x16, pitch dp) = scale * X Y over `steps` k8-steps: X is 16 x 8*steps at x (pitch xp),
+// Y is 8*steps x 16 at y (pitch yp), all fp32 in shared memory, tf32 products.
+__device__ __forceinline__ void block_product(float* dst, int dp, const float* x, int xp,
+                                              const float* y, int yp, int steps, float scale,
+                                              int lane) {
+  const int g = lane / 4, t = lane % 4;
+  float acc[2][4] = {};
+  for (int s = 0; s < steps; ++s) {
+    const uint32_t af[4] = {Tf32(x[g * xp + 8 * s + t]), Tf32(x[(g + 8) * xp + 8 * s + t]),
+                            Tf32(x[g * xp + 8 * s + t + 4]), Tf32(x[(g + 8) * xp + 8 * s + t + 4])};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      MmaTf32(acc[nt], af, Tf32(y[(8 * s + t) * yp + 8 * nt + g]),
+              Tf32(y[(8 * s + t + 4) * yp + 8 * nt + g]));
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+    dst[g * dp + 8 * nt + 2 * t] = scale * acc[nt][0];
+    dst[g * dp + 8 * nt + 2 * t + 1] = scale * acc[nt][1];
+    dst[(g + 8) * dp + 8 * nt + 2 * t] = scale * acc[nt][2];
+    dst[(g + 8) * dp + 8 * nt + 2 * t + 1] = scale * acc[nt][3];
+  }
+}
+
+// W or U rows 16w..16w+15 = (T diag(f)) X with X the k or v tile; stored bf16 to dst rows < len.
+__device__ __forceinline__ void tu_product(bf16* dst, int64_t row_stride, const float* tm,
+                                           const float* f, const bf16* x, int w, int len,
+                                           int lane) {
+  const int g = lane / 4, t = lane % 4;
+  float acc[D / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  const FragAddr<D> xa(x, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+  const float* tr = tm + (16 * w + g) * kPitchT;
+#pragma unroll
+  for (int kk = 0; kk < C / 16; ++kk) {
+    if (kk > w) break;  // T is zero right of the diagonal block
+    const int c0 = 16 * kk + 2 * t, c1 = c0 + 8;
+    const float2 f0 = *reinterpret_cast<const float2*>(&f[c0]);
+    const float2 f1 = *reinterpret_cast<const float2*>(&f[c1]);
+    const float2 t00 = *reinterpret_cast<const float2*>(&tr[c0]);
+    const float2 t10 = *reinterpret_cast<const float2*>(&tr[8 * kPitchT + c0]);
+    const float2 t01 = *reinterpret_cast<const float2*>(&tr[c1]);
+    const float2 t11 = *reinterpret_cast<const float2*>(&tr[8 * kPitchT + c1]);
+    const uint32_t af[4] = {
+        PackBf16(t00.x * f0.x, t00.y * f0.y), PackBf16(t10.x * f0.x, t10.y * f0.y),
+        PackBf16(t01.x * f1.x, t01.y * f1.y), PackBf16(t11.x * f1.x, t11.y * f1.y)};
+#pragma unroll
+    for (int d2 = 0; d2 < D / 16; ++d2) {
+      uint32_t bx[4];
+      LdMatrixX4Trans(bx, xa.at(d2, kk * 16));
+      Mma16816(acc[2 * d2], af, bx[0], bx[1]);
+      Mma16816(acc[2 * d2 + 1], af, bx[2], bx[3]);
+    }
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = 16 * w + g + 8 * half;
+    if (r >= len) continue;
+    bf16* row = dst + r * row_stride + 2 * t;
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt)
+      *reinterpret_cast<__nv_bfloat162*>(row + 8 * nt) =
+          __floats2bfloat162_rn(acc[nt][2 * half], acc[nt][2 * half + 1]);
+  }
+}
+
+__global__ void __launch_bounds__(kLocalThreads, 4)
     gdn_chunk_local_kernel(GdnArgs a, PrefillWs ws) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   LocalSmem& sm = *reinterpret_cast<LocalSmem*>(smem_raw);
   const int h = blockIdx.y;
   const int kh = h / (a.value_heads / a.key_heads);
-  const int hv = a.value_heads;
+  const int64_t hv = a.value_heads;
   int start = 0, len = 0;
   if (!locate_chunk(a, ws.chunk_off, blockIdx.x, &start, &len)) return;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, tq = lane % 4;
 
-  copy_rows<D, kLocalThreads>(
-      sm.k, kPitchD, a.k + static_cast<int64_t>(start) * a.k_stride + kh * D, a.k_stride, len);
-  copy_rows<D, kLocalThreads>(
-      sm.q, kPitchD, a.q + static_cast<int64_t>(start) * a.q_stride + kh * D, a.q_stride, len);
-  copy_rows<D, kLocalThreads>(sm.v, kPitchD, a.v + static_cast<int64_t>(start) * a.v_stride + h * D,
-                              a.v_stride, len);
-  cp_async_commit();
+  // 1. Loads, gates, norms, cumulative log-decay.
+  load_tile<D, kLocalThreads>(sm.k, a.k + static_cast<int64_t>(start) * a.k_stride + kh * D,
+                              a.k_stride, len);
+  bf16* sq = reinterpret_cast<bf16*>(sm.qa);
+  load_tile<D, kLocalThreads>(sq, a.q + static_cast<int64_t>(start) * a.q_stride + kh * D,
+                              a.q_stride, len);
+  CpAsyncCommit();
   if (tid < C) {
     const Gate gt = tid < len ? load_gate(a.gates, start + tid, h) : Gate{0.0f, 0.0f};
-    sm.gam[tid] = gt.g;
+    sm.graw[tid] = gt.g;
     sm.beta[tid] = gt.beta;
   }
-  cp_async_wait<0>();
+  CpAsyncWait<0>();
   __syncthreads();
-  // Inverse norms (one warp per 8 rows) and the chunk-local cumulative log-decay.
-  for (int r = warp; r < C; r += kLocalWarps) {
-    float sq = 0.0f, sk = 0.0f;
+  {
+    const int r = tid % C;
+    const bf16* tile = tid < C ? sm.k : sq;
+    float sq = 0.0f;
 #pragma unroll
-    for (int i = 0; i < D / 32; ++i) {
-      const float qv = __bfloat162float(sm.q[r * kPitchD + lane + 32 * i]);
-      const float kv = __bfloat162float(sm.k[r * kPitchD + lane + 32 * i]);
-      sq += qv * qv;
-      sk += kv * kv;
+    for (int c = 0; c < D / 8; ++c) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(TileAt<D>(const_cast<bf16*>(tile), r, c));
+      const __nv_bfloat162* p2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(p2[j]);
+        sq = fmaf(f.x, f.x, fmaf(f.y, f.y, sq));
+      }
     }
-    sq = warp_sum(sq);
-    sk = warp_sum(sk);
-    if (lane == 0) {
+    if (tid < C) {
+      sm.rk[r] = 1.0f / sqrtf(sq + kL2Eps);
+    } else {
       sm.rq[r] = a.scale / sqrtf(sq + kL2Eps);
-      sm.rk[r] = 1.0f / sqrtf(sk + kL2Eps);
     }
   }
-  // Chunk-local inclusive cumsum of g: a shuffle scan per warp; warp 1 adds warp 0's total.
-  float cum = 0.0f;
-  if (tid < C) {
-    cum = sm.gam[tid];
+  if (tid < C) {  // inclusive scan of g over the chunk: shuffles per warp, warp 1 adds warp 0's sum
+    float cum = sm.graw[tid];
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const float up = __shfl_up_sync(0xffffffffu, cum, o);
       if (lane >= o) cum += up;
     }
-    if (tid >= 32) cum += warp_sum(sm.gam[lane]);
+    if (tid >= 32) cum += warp_sum(sm.graw[lane]);
+    sm.gam[tid] = cum;
   }
-  // k k^T and q k^T, lower-triangular 16x16 tiles only (10 each).
-  {
-    constexpr int kTiles = 10;
-    for (int job = warp; job < 2 * kTiles; job += kLocalWarps) {
-      const int t = job % kTiles;
-      int ti = 0;
-      while ((ti + 1) * (ti + 2) / 2 <= t) ++ti;
-      const int tj = t - ti * (ti + 1) / 2;
-      const bf16* lhs = job < kTiles ? sm.k : sm.q;
-      float* dst = job < kTiles ? sm.f0 : sm.f1;
-      FragC acc;
-      wmma::fill_fragment(acc, 0.0f);
+
+  // 2. k k^T / q k^T for row tiles {w % 2, 3 - w % 2}.
+  const bool is_q = warp >= 2;
+  const int mts[2] = {warp % 2, 3 - warp % 2};
+  float acc[2][8][4];
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA fa;
-        FragBc fb;
-        wmma::load_matrix_sync(fa, lhs + ti * 16 * kPitchD + kk * 16, kPitchD);
-        wmma::load_matrix_sync(fb, sm.k + tj * 16 * kPitchD + kk * 16, kPitchD);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-      wmma::store_matrix_sync(dst + ti * 16 * kPitchF + tj * 16, acc, kPitchF, wmma::mem_row_major);
-    }
-  }
-  __syncthreads();
-  if (tid < C) sm.gam[tid] = cum;  // every thread has finished reading the raw g values
-  __syncthreads();
+  for (int i = 0; i < 2; ++i) tri_tile(acc[i], is_q ? sq : sm.k, sm.k, mts[i], lane);
+  __syncthreads();  // norms and gam visible; q dead (A overwrites it)
   const float glast = sm.gam[len - 1];
   if (tid < len) {
     const int64_t idx = static_cast<int64_t>(start + tid) * hv + h;
+    const float cum = sm.gam[tid];
     ws.gam[idx] = cum;
     ws.qf[idx] = sm.rq[tid] * expf(cum);
     ws.kf[idx] = sm.rk[tid] * expf(glast - cum);
   }
-  // A (in f0) and P (to global, bf16). Thread tid always sees column l = tid % C, so the
-  // column factors are loaded once.
-  {
-    const int l = tid % C;
-    const float gl = sm.gam[l], rkl = sm.rk[l];
-    bf16* prow = ws.p + (static_cast<int64_t>(start) * hv + h) * C + l;
-    for (int i = tid / C; i < C; i += kLocalThreads / C) {
-      const bool live = i < len;
-      const float decay = l <= i && live ? __expf(sm.gam[i] - gl) : 0.0f;
-      const float av = l < i ? sm.beta[i] * sm.rk[i] * rkl * sm.f0[i * kPitchF + l] * decay : 0.0f;
-      sm.f0[i * kPitchF + l] = av;
-      if (live) {
-        const float pv = l <= i ? sm.rq[i] * rkl * sm.f1[i * kPitchF + l] * decay : 0.0f;
-        prow[static_cast<int64_t>(i) * hv * C] = __float2bfloat16(pv);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int mt = mts[i];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = 16 * mt + g + 8 * half;
+      const float gr = sm.gam[r];
+      const float rowf = is_q ? sm.rq[r] : sm.beta[r] * sm.rk[r];
+      bf16* prow = ws.p + ((start + r) * hv + h) * C;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        if (nt > 2 * mt + 1) break;
+        float vals[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int l = 8 * nt + 2 * tq + j;
+          const bool keep = is_q ? l <= r : l < r;
+          vals[j] =
+              keep ? rowf * sm.rk[l] * __expf(gr - sm.gam[l]) * acc[i][nt][2 * half + j] : 0.0f;
+        }
+        if (is_q) {
+          if (r < len)
+            *reinterpret_cast<__nv_bfloat162*>(prow + 8 * nt + 2 * tq) =
+                __floats2bfloat162_rn(vals[0], vals[1]);
+        } else {
+          *reinterpret_cast<float2*>(&sm.qa[r * kPitchT + 8 * nt + 2 * tq]) =
+              make_float2(vals[0], vals[1]);
+        }
       }
     }
   }
   __syncthreads();
-  // T = (I + A)^-1 in 16x16 blocks (T in f1; its strictly upper blocks are never written and are
-  // masked when read). Diagonal blocks by forward substitution, column j of block b solved by the
-  // 4 lanes 4(16b + j) .. +3 (a column needs only its own earlier rows); then the blocks below the
-  // diagonal, one block-diagonal at a time: T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj.
+
+  // 3a. Diagonal block `warp` by forward substitution: lane c (and its twin c + 16) owns column c,
+  // T[i][c] = delta_ic - sum_{l<i} A[i][l] T[l][c]. Blocks right of the diagonal are never read.
   {
-    constexpr int B = 16;
-    float* tm = sm.f1;
-    const int b = tid / (4 * B), j = (tid / 4) % B, part = tid % 4;
-    const int col = b * B + j;
-    for (int i = 0; i < B; ++i) {
-      const int row = b * B + i;
-      float acc = 0.0f;
-      for (int l = j + part; l < i; l += 4)
-        acc += sm.f0[row * kPitchF + b * B + l] * tm[(b * B + l) * kPitchF + col];
-      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-      acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-      if (part == 0) tm[row * kPitchF + col] = i < j ? 0.0f : (i == j ? 1.0f : -acc);
+    const int b = warp, c = lane % 16;
+    const float* ab = sm.qa + 16 * b * kPitchT + 16 * b;
+    float col[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      float acc_i = 0.0f;
+#pragma unroll
+      for (int l = 0; l < i; ++l) acc_i = fmaf(ab[i * kPitchT + l], col[l], acc_i);
+      col[i] = i < c ? 0.0f : (i == c ? 1.0f : -acc_i);
+    }
+    if (lane < 16) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) sm.t[(16 * b + i) * kPitchT + 16 * b + c] = col[i];
+    }
+  }
+  __syncthreads();
+  // 3b. Off-diagonal blocks, one distance at a time; block (i, j = i - d) on warp j, with block
+  // (j, 3) of T (right of the diagonal, j < 3) as its scratch.
+  for (int d = 1; d < C / 16; ++d) {
+    const int j = warp, i = warp + d;
+    if (i < C / 16) {
+      float* m = sm.t + 16 * j * kPitchT + 48;
+      block_product(m, kPitchT, sm.qa + 16 * i * kPitchT + 16 * j, kPitchT,
+                    sm.t + 16 * j * kPitchT + 16 * j, kPitchT, 2 * d, 1.0f, lane);
       __syncwarp();
-    }
-    float* m =
-        reinterpret_cast<float*>(sm.tw);  // scratch: 3 blocks of 16 x 16 fp32 (tw unused yet)
-    static_assert(sizeof(LocalSmem::tw) >= sizeof(float) * 3 * B * B, "scratch fits");
-    for (int d = 1; d < C / B; ++d) {
-      __syncthreads();  // blocks of distance < d are final
-      const int nblk = C / B - d;
-      for (int e = tid; e < nblk * B * B; e += kLocalThreads) {
-        const int bi = d + e / (B * B), bj = bi - d, r = (e / B) % B, c = e % B;
-        float acc = 0.0f;
-        for (int k = bj * B; k < bi * B; ++k)
-          acc += sm.f0[(bi * B + r) * kPitchF + k] * tm[k * kPitchF + bj * B + c];
-        m[e] = acc;
-      }
-      __syncthreads();
-      for (int e = tid; e < nblk * B * B; e += kLocalThreads) {
-        const int bi = d + e / (B * B), bj = bi - d, r = (e / B) % B, c = e % B;
-        const float* mb = m + (e / (B * B)) * B * B;
-        float acc = 0.0f;
-        for (int k = 0; k <= r; ++k) acc += tm[(bi * B + r) * kPitchF + bi * B + k] * mb[k * B + c];
-        tm[(bi * B + r) * kPitchF + bj * B + c] = -acc;
-      }
-    }
-  }
-  __syncthreads();
-  {
-    const int l = tid % C;  // fixed column again: W's factor beta e^gam / |k|, U's factor beta
-    const float fu = sm.beta[l], fw = fu * __expf(sm.gam[l]) * sm.rk[l];
-    for (int i = tid / C; i < C; i += kLocalThreads / C) {
-      const float t = l <= i ? sm.f1[i * kPitchF + l] : 0.0f;
-      sm.tw[i * kPitchC + l] = __float2bfloat16(t * fw);
-      sm.tu[i * kPitchC + l] = __float2bfloat16(t * fu);
-    }
-  }
-  __syncthreads();
-  // W = Tw K and U = Tu V: 8 column tiles each, row tile = warp % 4, column tiles split by warp/4.
-  FragC accw[4], accu[4];
-  {
-    const int ti = warp % 4, tn0 = (warp / 4) * 4;
-#pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      wmma::fill_fragment(accw[n], 0.0f);
-      wmma::fill_fragment(accu[n], 0.0f);
-    }
-#pragma unroll
-    for (int kk = 0; kk < C / 16; ++kk) {
-      FragA fw, fu;
-      wmma::load_matrix_sync(fw, sm.tw + ti * 16 * kPitchC + kk * 16, kPitchC);
-      wmma::load_matrix_sync(fu, sm.tu + ti * 16 * kPitchC + kk * 16, kPitchC);
-#pragma unroll
-      for (int n = 0; n < 4; ++n) {
-        FragB fk, fv;
-        wmma::load_matrix_sync(fk, sm.k + kk * 16 * kPitchD + (tn0 + n) * 16, kPitchD);
-        wmma::load_matrix_sync(fv, sm.v + kk * 16 * kPitchD + (tn0 + n) * 16, kPitchD);
-        wmma::mma_sync(accw[n], fw, fk, accw[n]);
-        wmma::mma_sync(accu[n], fu, fv, accu[n]);
-      }
-    }
-  }
-  float* stage = sm.f0;  // f0 + f1, [C][kPitchW] fp32
-  for (int pass = 0; pass < 2; ++pass) {
-    const int ti = warp % 4, tn0 = (warp / 4) * 4;
-#pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      float* dst = stage + ti * 16 * kPitchW + (tn0 + n) * 16;
-      if (pass == 0) {
-        wmma::store_matrix_sync(dst, accw[n], kPitchW, wmma::mem_row_major);
-      } else {
-        wmma::store_matrix_sync(dst, accu[n], kPitchW, wmma::mem_row_major);
-      }
-    }
-    __syncthreads();
-    bf16* dst = pass == 0 ? ws.w : ws.u;
-    for (int e = tid; e < len * (D / 8); e += kLocalThreads) {
-      const int i = e / (D / 8), c = (e % (D / 8)) * 8;
-      alignas(16) bf16 pk[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) pk[j] = __float2bfloat16(stage[i * kPitchW + c + j]);
-      *reinterpret_cast<uint4*>(dst + (static_cast<int64_t>(start + i) * hv + h) * D + c) =
-          *reinterpret_cast<const uint4*>(pk);
+      block_product(sm.t + 16 * i * kPitchT + 16 * j, kPitchT, sm.t + 16 * i * kPitchT + 16 * i,
+                    kPitchT, m, kPitchT, 2, -1.0f, lane);
+      __syncwarp();  // the scratch is rewritten at the next distance
     }
     __syncthreads();
   }
+
+  // 4. W (while v loads over the dead A), then U.
+  bf16* sv = reinterpret_cast<bf16*>(sm.qa);
+  load_tile<D, kLocalThreads>(sv, a.v + static_cast<int64_t>(start) * a.v_stride + h * D,
+                              a.v_stride, len);
+  CpAsyncCommit();
+  float* fw = sm.graw;  // graw is dead: reuse it for W's column factors
+  if (tid < C) fw[tid] = sm.beta[tid] * expf(sm.gam[tid]) * sm.rk[tid];
+  __syncthreads();
+  tu_product(ws.w + (start * hv + h) * D, hv * D, sm.t, fw, sm.k, warp, len, lane);
+  CpAsyncWait<0>();
+  __syncthreads();
+  tu_product(ws.u + (start * hv + h) * D, hv * D, sm.t, sm.beta, sv, warp, len, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill pass 3: the sequential state pass over one 32-column block of one head's state.
+// Prefill pass 3: the sequential state pass. One CTA per (sequence, value head, 64 value columns
+// of the state); each of its 4 warps owns 16 value columns, i.e. S^T rows [16w, 16w + 16) x all
+// 128 keys, as mma.sync accumulators (16 n8 tiles, 64 floats per lane). Keeping S^T rather than S
+// makes the accumulator tile pair of keys 16kk..16kk+15 the A fragment of k-step kk (mma.cuh), so
+// every product below takes S or V_new straight from registers and a warp never waits for
+// another: per chunk (tokens along the n dimension, X = S^T W^T, Y = S^T Q^T)
+//   Vn^T = U^T - S^T W^T;  O^T = (S^T Q^T) diag(qf) + Vn^T P^T;  S^T = e^gam_last S^T + Vn^T
+//   diag(kf) K
+// W, Q, K, P tiles are read by the 4 warps from shared memory with ldmatrix; the next chunk's
+// tiles load (cp.async) while this one computes, with one block barrier per chunk.
 
-constexpr int kStateThreads = 256;    // 8 warps: one 16-row slab of the state each
-constexpr int kSCols = 32;            // state columns per CTA
-constexpr int kPitchS = kSCols + 8;   // bf16 pitch of 32-wide tiles
-constexpr int kPitchSF = kSCols + 4;  // fp32 pitch of 32-wide tiles
+constexpr int kStateWarps = 4;
+constexpr int kStateThreads = kStateWarps * 32;
+constexpr int kVCols = 16 * kStateWarps;  // value columns per CTA
+constexpr int kPitchO = 24;               // bf16 pitch of a warp's 64 x 16 output staging tile
 
-struct ChunkTiles {
-  bf16 w[C * kPitchD];
-  bf16 q[C * kPitchD];
-  bf16 k[C * kPitchD];
-  bf16 p[C * kPitchC];
-  bf16 u[C * kPitchS];
+struct ChunkTiles {  // swizzled tiles (mma.cuh TileAt): rows = the chunk's 64 tokens
+  bf16 w[C * D];
+  bf16 q[C * D];
+  bf16 k[C * D];
+  bf16 p[C * C];
+  bf16 u[C * kVCols];  // this CTA's value columns
   float qf[C], kf[C], gam[C];
 };
 struct StateSmem {
   ChunkTiles buf[2];
-  bf16 sb[D * kPitchS];       // state block, bf16 operand copy
-  bf16 vn[C * kPitchS];       // V_new
-  bf16 vk[C * kPitchS];       // kf * V_new
-  float stage[D * kPitchSF];  // fp32 staging (state, then V_new / O partials)
+  bf16 out[kStateWarps][C * kPitchO];
 };
 
+// Rows >= len are zero-filled (tiles and scalars), so padded tokens add nothing to S.
 __device__ __forceinline__ void load_chunk(const GdnArgs& a, const PrefillWs& ws, ChunkTiles& t,
-                                           int start, int len, int h, int kh, int cb) {
+                                           int start, int len, int h, int kh, int vb) {
   const int64_t hv = a.value_heads;
-  copy_rows<D, kStateThreads>(t.w, kPitchD, ws.w + (start * hv + h) * D, hv * D, len);
-  copy_rows<D, kStateThreads>(t.q, kPitchD, a.q + static_cast<int64_t>(start) * a.q_stride + kh * D,
+  load_tile<D, kStateThreads>(t.w, ws.w + (start * hv + h) * D, hv * D, len);
+  load_tile<D, kStateThreads>(t.q, a.q + static_cast<int64_t>(start) * a.q_stride + kh * D,
                               a.q_stride, len);
-  copy_rows<D, kStateThreads>(t.k, kPitchD, a.k + static_cast<int64_t>(start) * a.k_stride + kh * D,
+  load_tile<D, kStateThreads>(t.k, a.k + static_cast<int64_t>(start) * a.k_stride + kh * D,
                               a.k_stride, len);
-  copy_rows<C, kStateThreads>(t.p, kPitchC, ws.p + (start * hv + h) * C, hv * C, len);
-  copy_rows<kSCols, kStateThreads>(t.u, kPitchS, ws.u + (start * hv + h) * D + cb, hv * D, len);
-  // Per-token scalars: rows are hv floats apart, so 4-byte async copies; padded rows read as 0.
+  load_tile<C, kStateThreads>(t.p, ws.p + (start * hv + h) * C, hv * C, len);
+  load_tile<kVCols, kStateThreads>(t.u, ws.u + (start * hv + h) * D + vb, hv * D, len);
+  // Per-token scalars: rows are hv floats apart, so 4-byte async copies.
   for (int i = threadIdx.x; i < 3 * C; i += kStateThreads) {
     const int which = i / C, r = i % C;
     float* dst = which == 0 ? t.qf : which == 1 ? t.kf : t.gam;
     const float* src = which == 0 ? ws.qf : which == 1 ? ws.kf : ws.gam;
     const bool valid = r < len;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst + r)),
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(SmemAddr(dst + r)),
                  "l"(valid ? src + (start + r) * hv + h : src), "r"(valid ? 4 : 0));
   }
 }
@@ -632,174 +686,164 @@ __global__ void __launch_bounds__(kStateThreads, 1)
     gdn_chunk_state_kernel(GdnArgs a, PrefillWs ws) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   StateSmem& sm = *reinterpret_cast<StateSmem*>(smem_raw);
-  const int cb = blockIdx.x * kSCols;
+  const int vb = blockIdx.x * kVCols;
   const int h = blockIdx.y;
   const int s = blockIdx.z;
   const int kh = h / (a.value_heads / a.key_heads);
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tq = lane % 4;
   const int seq_start = a.cu_seqlens[s];
   const int seq_len = a.cu_seqlens[s + 1] - seq_start;
   if (seq_len == 0) return;
   const int nchunks = (seq_len + C - 1) / C;
   float* state = state_ptr(a, s, h);
+  const int vrow = vb + warp * 16 + g;  // value column of accumulator rows g (e < 2) / g + 8
 
-  // Warp w keeps state rows [16w, 16w + 16) x 32 columns as two accumulator fragments.
-  FragC st[2];
-  if (state) {
-    for (int e = tid; e < D * kSCols; e += kStateThreads) {
-      const int r = e / kSCols, c = e % kSCols;
-      sm.stage[r * kPitchSF + c] = state[r * D + cb + c];
-    }
-    __syncthreads();
+  // st[nt][e] = S^T[vrow + 8 (e >> 1)][8 nt + 2 tq + (e & 1)] = S[key][value].
+  float st[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < 2; ++n)
-      wmma::load_matrix_sync(st[n], sm.stage + warp * 16 * kPitchSF + n * 16, kPitchSF,
-                             wmma::mem_row_major);
-  } else {
+  for (int nt = 0; nt < D / 8; ++nt)
 #pragma unroll
-    for (int n = 0; n < 2; ++n) wmma::fill_fragment(st[n], 0.0f);
-  }
-  __syncthreads();
+    for (int e = 0; e < 4; ++e)
+      st[nt][e] = state ? state[(8 * nt + 2 * tq + (e & 1)) * D + vrow + 8 * (e >> 1)] : 0.0f;
 
-  // Converts this warp's 16 x 32 fp32 block at `src` (pitch kPitchSF) to bf16: lane -> half a row.
-  const int crow = lane / 2, ccol = (lane % 2) * 16;
+  // ldmatrix addressing (mma.cuh FragAddr), set up on buffer 0; buffer 1 is kBufBytes further.
+  // B operands read as [n][k] tiles (W, Q: n = token, k = key; P: n = query token, k = key token),
+  // U^T as the accumulator layout of [token][value] (transposed), K as a [k = token][n = key] tile.
+  constexpr uint32_t kBufBytes = sizeof(ChunkTiles);
+  const int nk_row = (lane % 8) + (lane / 16) * 8, nk_x = (lane / 8) % 2;
+  const FragAddr<D> wa(sm.buf[0].w, nk_row, nk_x);
+  const FragAddr<D> qa(sm.buf[0].q, nk_row, nk_x);
+  const FragAddr<C> pa(sm.buf[0].p, nk_row, nk_x);
+  const uint32_t ua = SmemAddr(TileAt<kVCols>(sm.buf[0].u, nk_row, 2 * warp + nk_x));  // U^T rows
+  const FragAddr<D> ka(sm.buf[0].k, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+  bf16* so = sm.out[warp];
 
-  load_chunk(a, ws, sm.buf[0], seq_start, min(C, seq_len), h, kh, cb);
-  cp_async_commit();
+  load_chunk(a, ws, sm.buf[0], seq_start, min(C, seq_len), h, kh, vb);
+  CpAsyncCommit();
   for (int ch = 0; ch < nchunks; ++ch) {
     const int start = seq_start + ch * C;
     const int len = min(C, seq_start + seq_len - start);
-    ChunkTiles& t = sm.buf[ch & 1];
+    const int buf = ch & 1;
+    const ChunkTiles& t = sm.buf[buf];
+    const uint32_t boff = buf * kBufBytes;
+    CpAsyncWait<0>();  // this chunk's tiles have landed
+    __syncthreads();   // ... for every thread, and everyone is done with the other buffer
     if (ch + 1 < nchunks) {
-      load_chunk(a, ws, sm.buf[(ch + 1) & 1], start + C, min(C, seq_start + seq_len - start - C), h,
-                 kh, cb);
+      load_chunk(a, ws, sm.buf[buf ^ 1], start + C, min(C, seq_start + seq_len - start - C), h, kh,
+                 vb);
     }
-    cp_async_commit();
-    // (a) bf16 copy of the state block: each warp stages and converts its own 16 rows.
+    CpAsyncCommit();
+
+    // X = S^T W^T and Y = S^T Q^T (16 values x 64 tokens each), S^T rounded to bf16 once per
+    // k-step.
+    float x[C / 8][4], y[C / 8][4];
 #pragma unroll
-    for (int n = 0; n < 2; ++n)
-      wmma::store_matrix_sync(sm.stage + warp * 16 * kPitchSF + n * 16, st[n], kPitchSF,
-                              wmma::mem_row_major);
+    for (int nt = 0; nt < C / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) x[nt][e] = y[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t sa[4] = {PackBf16(st[2 * kk][0], st[2 * kk][1]),
+                              PackBf16(st[2 * kk][2], st[2 * kk][3]),
+                              PackBf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                              PackBf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+#pragma unroll
+      for (int n2 = 0; n2 < C / 16; ++n2) {
+        uint32_t bw[4], bq[4];
+        LdMatrixX4(bw, wa.at(kk, n2 * 16) + boff);
+        LdMatrixX4(bq, qa.at(kk, n2 * 16) + boff);
+        Mma16816(x[2 * n2], sa, bw[0], bw[1]);
+        Mma16816(x[2 * n2 + 1], sa, bw[2], bw[3]);
+        Mma16816(y[2 * n2], sa, bq[0], bq[1]);
+        Mma16816(y[2 * n2 + 1], sa, bq[2], bq[3]);
+      }
+    }
+    // Vn^T = U^T - X (in x), read U^T in the accumulator layout with a transposing ldmatrix.
+#pragma unroll
+    for (int n2 = 0; n2 < C / 16; ++n2) {
+      uint32_t ut[4];
+      LdMatrixX4Trans(ut, ua + n2 * 16 * kVCols * 2 + boff);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float2 lo =
+            __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ut[2 * half]));
+        const float2 hi =
+            __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ut[2 * half + 1]));
+        float* v = x[2 * n2 + half];
+        v[0] = lo.x - v[0];
+        v[1] = lo.y - v[1];
+        v[2] = hi.x - v[2];
+        v[3] = hi.y - v[3];
+      }
+    }
+    // O^T = Y diag(qf) + Vn^T P^T; P is lower triangular, so key-token block kk only meets query
+    // tokens n2 >= kk.
+#pragma unroll
+    for (int nt = 0; nt < C / 8; ++nt) {
+      const float2 qf = *reinterpret_cast<const float2*>(&t.qf[8 * nt + 2 * tq]);
+      y[nt][0] *= qf.x;
+      y[nt][1] *= qf.y;
+      y[nt][2] *= qf.x;
+      y[nt][3] *= qf.y;
+    }
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk) {
+      const uint32_t va[4] = {PackBf16(x[2 * kk][0], x[2 * kk][1]),
+                              PackBf16(x[2 * kk][2], x[2 * kk][3]),
+                              PackBf16(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+                              PackBf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+#pragma unroll
+      for (int n2 = kk; n2 < C / 16; ++n2) {
+        uint32_t bp[4];
+        LdMatrixX4(bp, pa.at(kk, n2 * 16) + boff);
+        Mma16816(y[2 * n2], va, bp[0], bp[1]);
+        Mma16816(y[2 * n2 + 1], va, bp[2], bp[3]);
+      }
+    }
+    // O rows go out as 16-byte pieces: transpose through this warp's staging tile.
+#pragma unroll
+    for (int nt = 0; nt < C / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        so[(8 * nt + 2 * tq + (e & 1)) * kPitchO + g + 8 * (e >> 1)] = __float2bfloat16(y[nt][e]);
     __syncwarp();
-    {
-      const int r = warp * 16 + crow;
+    for (int i = lane; i < 2 * len; i += 32) {
+      const int row = i / 2, half = i % 2;
+      *reinterpret_cast<uint4*>(
+          a.out + (static_cast<int64_t>(start + row) * a.value_heads + h) * D + vb + warp * 16 +
+          half * 8) = *reinterpret_cast<const uint4*>(&so[row * kPitchO + half * 8]);
+    }
+    // S^T = e^gam_last S^T + (Vn^T diag(kf)) K.
+    const float decay = __expf(t.gam[len - 1]);
 #pragma unroll
-      for (int j = 0; j < 16; j += 4) {
-        const float4 f = *reinterpret_cast<const float4*>(&sm.stage[r * kPitchSF + ccol + j]);
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(&sm.sb[r * kPitchS + ccol + j]);
-        d[0] = __floats2bfloat162_rn(f.x, f.y);
-        d[1] = __floats2bfloat162_rn(f.z, f.w);
+    for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nt][e] *= decay;
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk) {
+      const float2 k0 = *reinterpret_cast<const float2*>(&t.kf[16 * kk + 2 * tq]);
+      const float2 k1 = *reinterpret_cast<const float2*>(&t.kf[16 * kk + 8 + 2 * tq]);
+      const uint32_t va[4] = {PackBf16(x[2 * kk][0] * k0.x, x[2 * kk][1] * k0.y),
+                              PackBf16(x[2 * kk][2] * k0.x, x[2 * kk][3] * k0.y),
+                              PackBf16(x[2 * kk + 1][0] * k1.x, x[2 * kk + 1][1] * k1.y),
+                              PackBf16(x[2 * kk + 1][2] * k1.x, x[2 * kk + 1][3] * k1.y)};
+#pragma unroll
+      for (int d2 = 0; d2 < D / 16; ++d2) {
+        uint32_t bk[4];
+        LdMatrixX4Trans(bk, ka.at(d2, kk * 16) + boff);
+        Mma16816(st[2 * d2], va, bk[0], bk[1]);
+        Mma16816(st[2 * d2 + 1], va, bk[2], bk[3]);
       }
     }
-    cp_async_wait<1>();  // this chunk's tiles have landed (the next chunk's may be in flight)
-    __syncthreads();
-    // (b) warps 0-3: W S for row tile w (-> V_new);  warps 4-7: Q S for row tile w-4.
-    float* stage_v = sm.stage;  // [C][kPitchSF]
-    float* stage_o = sm.stage + C * kPitchSF;
-    const int rt = warp % 4;
-    const bool is_v = warp < 4;
-    {
-      FragC acc[2];
-#pragma unroll
-      for (int n = 0; n < 2; ++n) wmma::fill_fragment(acc[n], 0.0f);
-      const bf16* lhs = (is_v ? t.w : t.q) + rt * 16 * kPitchD;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA fa;
-        wmma::load_matrix_sync(fa, lhs + kk * 16, kPitchD);
-#pragma unroll
-        for (int n = 0; n < 2; ++n) {
-          FragB fs;
-          wmma::load_matrix_sync(fs, sm.sb + kk * 16 * kPitchS + n * 16, kPitchS);
-          wmma::mma_sync(acc[n], fa, fs, acc[n]);
-        }
-      }
-      float* dst = (is_v ? stage_v : stage_o) + rt * 16 * kPitchSF;
-#pragma unroll
-      for (int n = 0; n < 2; ++n)
-        wmma::store_matrix_sync(dst + n * 16, acc[n], kPitchSF, wmma::mem_row_major);
-    }
-    __syncwarp();
-    if (is_v) {  // V_new = U - W S, and kf * V_new for the state update
-      const int r = rt * 16 + crow;
-      const float kf = t.kf[r];
-#pragma unroll
-      for (int j = 0; j < 16; j += 2) {
-        const float2 ws2 = *reinterpret_cast<const float2*>(&stage_v[r * kPitchSF + ccol + j]);
-        const float2 u2 = __bfloat1622float2(
-            *reinterpret_cast<const __nv_bfloat162*>(&t.u[r * kPitchS + ccol + j]));
-        const float v0 = u2.x - ws2.x, v1 = u2.y - ws2.y;
-        *reinterpret_cast<__nv_bfloat162*>(&sm.vn[r * kPitchS + ccol + j]) =
-            __floats2bfloat162_rn(v0, v1);
-        *reinterpret_cast<__nv_bfloat162*>(&sm.vk[r * kPitchS + ccol + j]) =
-            __floats2bfloat162_rn(v0 * kf, v1 * kf);
-      }
-    }
-    __syncthreads();
-    // (c) O = qf * (Q S) + P V_new: warp w does row tile w % 4, column tile w / 4.
-    {
-      const int ct = warp / 4;
-      FragC ap;
-      wmma::fill_fragment(ap, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk) {
-        FragA fp;
-        FragB fv;
-        wmma::load_matrix_sync(fp, t.p + rt * 16 * kPitchC + kk * 16, kPitchC);
-        wmma::load_matrix_sync(fv, sm.vn + kk * 16 * kPitchS + ct * 16, kPitchS);
-        wmma::mma_sync(ap, fp, fv, ap);
-      }
-      // Own 16 x 16 tile of stage_v (V_new staging is dead after the barrier above).
-      float* tile = stage_v + rt * 16 * kPitchSF + ct * 16;
-      wmma::store_matrix_sync(tile, ap, kPitchSF, wmma::mem_row_major);
-      __syncwarp();
-      const int r = lane / 2, c = (lane % 2) * 8;  // 8 outputs per lane
-      const int row = rt * 16 + r;
-      if (row < len) {
-        const float qf = t.qf[row];
-        const float* o1 = stage_o + row * kPitchSF + ct * 16 + c;
-        alignas(16) __nv_bfloat162 pk[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          pk[j] = __floats2bfloat162_rn(qf * o1[2 * j] + tile[r * kPitchSF + c + 2 * j],
-                                        qf * o1[2 * j + 1] + tile[r * kPitchSF + c + 2 * j + 1]);
-        *reinterpret_cast<uint4*>(a.out +
-                                  (static_cast<int64_t>(start + row) * a.value_heads + h) * D + cb +
-                                  ct * 16 + c) = *reinterpret_cast<const uint4*>(pk);
-      }
-    }
-    // (d) S = e^gam_last S + K^T (kf * V_new) for this warp's 16 state rows.
-    {
-      const float decay = __expf(t.gam[len - 1]);
-#pragma unroll
-      for (int n = 0; n < 2; ++n)
-#pragma unroll
-        for (int e = 0; e < st[n].num_elements; ++e) st[n].x[e] *= decay;
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk) {
-        FragAc fk;
-        wmma::load_matrix_sync(fk, t.k + kk * 16 * kPitchD + warp * 16, kPitchD);
-#pragma unroll
-        for (int n = 0; n < 2; ++n) {
-          FragB fv;
-          wmma::load_matrix_sync(fv, sm.vk + kk * 16 * kPitchS + n * 16, kPitchS);
-          wmma::mma_sync(st[n], fk, fv, st[n]);
-        }
-      }
-    }
-    __syncthreads();  // tiles of this chunk, sb, vn/vk and stage are reused next iteration
   }
-  cp_async_wait<0>();
+  CpAsyncWait<0>();
   if (state) {
 #pragma unroll
-    for (int n = 0; n < 2; ++n)
-      wmma::store_matrix_sync(sm.stage + warp * 16 * kPitchSF + n * 16, st[n], kPitchSF,
-                              wmma::mem_row_major);
-    __syncthreads();
-    for (int e = tid; e < D * kSCols; e += kStateThreads) {
-      const int r = e / kSCols, c = e % kSCols;
-      state[r * D + cb + c] = sm.stage[r * kPitchSF + c];
-    }
+    for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        state[(8 * nt + 2 * tq + (e & 1)) * D + vrow + 8 * (e >> 1)] = st[nt][e];
   }
 }
 
@@ -830,7 +874,7 @@ void gdn_chunk_prefill(const GdnArgs& a, void* workspace, size_t workspace_bytes
   gdn_chunk_local_kernel<<<dim3(max_chunks, a.value_heads), kLocalThreads, sizeof(LocalSmem),
                            stream>>>(a, ws);
   CUDA_CHECK_LAUNCH();
-  gdn_chunk_state_kernel<<<dim3(D / kSCols, a.value_heads, a.num_seqs), kStateThreads,
+  gdn_chunk_state_kernel<<<dim3(D / kVCols, a.value_heads, a.num_seqs), kStateThreads,
                            sizeof(StateSmem), stream>>>(a, ws);
   CUDA_CHECK_LAUNCH();
 }

@@ -66,8 +66,9 @@ struct GdnArgs {
 
 // Chunked prefill (chunk 64, WY/UT form): a parallel per-chunk pass (k k^T, triangular solve,
 // W/U, intra-chunk q k^T) followed by the sequential state pass, which is split over
-// value_heads x 4 column blocks of the state per sequence so that one long sequence still
-// occupies value_heads * 4 CTAs (128 for Qwen3-Next). Sequences may have any length (incl. 0).
+// value_heads x 2 column blocks of the state per sequence, each block's 64 columns over 4
+// independent warps, so one long sequence still occupies value_heads * 8 warps on
+// value_heads * 2 SMs (64 for Qwen3-Next). Sequences may have any length (incl. 0).
 size_t gdn_chunk_prefill_workspace_bytes(int32_t total_tokens, int32_t num_seqs, int32_t key_heads,
                                          int32_t value_heads);
 void gdn_chunk_prefill(const GdnArgs& args, void* workspace, size_t workspace_bytes,

@@ -224,6 +224,18 @@ TEST_F(AttentionGpuTest, PrefillLongSingleSequence) {
   const Case c2{128, 8, 1, 32, {450}, {333}};  // other group size, prefix not block-aligned
   EXPECT_LE(RunCase(c2, Impl::kFast, false, false, seed + 1), 1e-2) << "seed " << seed;
 }
+// Several key tiles per query block and several query blocks per sequence, on both cache paths:
+// block_size a multiple of the key tile (one block-table lookup per tile) and block_size not
+// dividing it (a lookup per row); cached prefixes not aligned to the query or key tiles.
+TEST_F(AttentionGpuTest, PrefillLongerSequencesAndCachePaths) {
+  const uint64_t seed = Seed();
+  const Case c128{128, 16, 2, 128, {700, 300, 65}, {0, 256, 1000}};
+  EXPECT_LE(RunCase(c128, Impl::kFast, false, false, seed), 1e-2) << "seed " << seed;
+  const Case c256{256, 16, 2, 48, {520, 129}, {77, 0}};
+  EXPECT_LE(RunCase(c256, Impl::kFast, false, false, seed + 1), 1e-2) << "seed " << seed;
+  const Case c256_aligned{256, 8, 2, 64, {400}, {192}};  // group of 4, tile-aligned prefix
+  EXPECT_LE(RunCase(c256_aligned, Impl::kFast, false, false, seed + 2), 1e-2) << "seed " << seed;
+}
 TEST_F(AttentionGpuTest, PrefillOtherHeadDimFallsBackToReference) {
   const uint64_t seed = Seed();
   const Case c{64, 4, 2, 8, {33, 5}, {0, 17}};
