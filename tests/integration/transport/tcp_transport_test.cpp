@@ -354,11 +354,13 @@ TEST(TcpTransport, GarbageBytesCloseTheConnection) {
 }
 
 TEST(TcpTransport, ConnectToNothingFails) {
-  // Find a closed port: bind, note it, close.
+  // A port that refuses connections for the whole test: bound (so nobody else can listen on it)
+  // but never listening. Closing a probe socket instead would let another process take the port.
   asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-  uint16_t port = a.local_endpoint().port();
-  a.close();
+  asio::ip::tcp::socket holder(io);
+  holder.open(asio::ip::tcp::v4());
+  holder.bind({asio::ip::make_address("127.0.0.1"), 0});
+  const uint16_t port = holder.local_endpoint().port();
   TcpOptions o;
   o.connect_timeout = 2s;
   auto s = ConnectTcp("127.0.0.1", port, o);
