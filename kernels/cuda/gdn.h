@@ -15,7 +15,8 @@
 // distinct slots. Decode requires slot >= 0.
 //
 // Precision: bf16 q/k/v/out, fp32 gates, state and accumulation; the prefill's matrix products
-// take bf16 operands (tensor cores), so expect ~1e-3..1e-2 relative error vs the fp32 recurrence.
+// take bf16 operands (tensor cores; the per-chunk triangular solve's off-diagonal blocks tf32), so
+// expect ~1e-3..1e-2 relative error vs the fp32 recurrence.
 //
 // All pointers are device memory; calls are asynchronous on `stream`, allocate nothing (prefill
 // takes a caller-owned workspace) and are CUDA-graph capturable. q/k/v may be strided views into
