@@ -17,11 +17,17 @@
 //      with S^T and Vn^T feeding the next product straight from registers, and the next chunk's
 //      tiles prefetched by cp.async while this one computes.
 // Only W, U (bf16, [T, H_v, 128]), P (bf16 [T, H_v, 64]) and three fp32 scalars per token and
-// head cross between 2 and 3 (fla additionally round-trips per-chunk states and v_new).
+// head cross between 2 and 3 (fla additionally round-trips per-chunk states and v_new). A single
+// sequence longer than kPieceChunks chunks runs 2 and 3 piecewise on two streams, so that 2 of the
+// next piece overlaps 3 of this one (gdn_chunk_prefill).
 //
 // Decode: one warp per (sequence, value head, 16 state columns); each lane keeps 16 rows x 4
 // columns of the fp32 state in registers (read once, written once) and the reductions over d_k
 // are warp shuffles, so nothing but the state's own loads stands between a load and its store.
+#include <algorithm>
+#include <map>
+#include <mutex>
+
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/gdn.h"
 #include "kernels/cuda/mma.cuh"
@@ -284,6 +290,7 @@ __device__ __forceinline__ uint32_t Tf32(float x) {
 
 struct PrefillWs {
   int32_t* chunk_off;  // [num_seqs + 1]
+  float* carry;        // [H_v, 128, 128]: state between the pieces of a pipelined sequence
   float* gam;          // [T, H_v]
   float* qf;           // [T, H_v]
   float* kf;           // [T, H_v]
@@ -299,7 +306,8 @@ size_t align256(size_t n) {
 // Carves the workspace; returns the bytes needed (ws may be null to only count).
 size_t carve(void* base, int32_t tokens, int32_t num_seqs, int32_t value_heads, PrefillWs* ws) {
   const size_t th = static_cast<size_t>(tokens) * value_heads;
-  const size_t sizes[7] = {align256(sizeof(int32_t) * (num_seqs + 1)),
+  const size_t sizes[8] = {align256(sizeof(int32_t) * (num_seqs + 1)),
+                           align256(sizeof(float) * value_heads * D * D),
                            align256(sizeof(float) * th),
                            align256(sizeof(float) * th),
                            align256(sizeof(float) * th),
@@ -307,19 +315,20 @@ size_t carve(void* base, int32_t tokens, int32_t num_seqs, int32_t value_heads, 
                            align256(sizeof(bf16) * th * D),
                            align256(sizeof(bf16) * th * C)};
   char* p = static_cast<char*>(base);
-  size_t off[7], total = 0;
-  for (int i = 0; i < 7; ++i) {
+  size_t off[8], total = 0;
+  for (int i = 0; i < 8; ++i) {
     off[i] = total;
     total += sizes[i];
   }
   if (ws != nullptr) {
     ws->chunk_off = reinterpret_cast<int32_t*>(p + off[0]);
-    ws->gam = reinterpret_cast<float*>(p + off[1]);
-    ws->qf = reinterpret_cast<float*>(p + off[2]);
-    ws->kf = reinterpret_cast<float*>(p + off[3]);
-    ws->w = reinterpret_cast<bf16*>(p + off[4]);
-    ws->u = reinterpret_cast<bf16*>(p + off[5]);
-    ws->p = reinterpret_cast<bf16*>(p + off[6]);
+    ws->carry = reinterpret_cast<float*>(p + off[1]);
+    ws->gam = reinterpret_cast<float*>(p + off[2]);
+    ws->qf = reinterpret_cast<float*>(p + off[3]);
+    ws->kf = reinterpret_cast<float*>(p + off[4]);
+    ws->w = reinterpret_cast<bf16*>(p + off[5]);
+    ws->u = reinterpret_cast<bf16*>(p + off[6]);
+    ws->p = reinterpret_cast<bf16*>(p + off[7]);
   }
   return total;
 }
@@ -477,14 +486,14 @@ __device__ __forceinline__ void tu_product(bf16* dst, int64_t row_stride, const 
 }
 
 __global__ void __launch_bounds__(kLocalThreads, 4)
-    gdn_chunk_local_kernel(GdnArgs a, PrefillWs ws) {
+    gdn_chunk_local_kernel(GdnArgs a, PrefillWs ws, int chunk_base) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   LocalSmem& sm = *reinterpret_cast<LocalSmem*>(smem_raw);
   const int h = blockIdx.y;
   const int kh = h / (a.value_heads / a.key_heads);
   const int64_t hv = a.value_heads;
   int start = 0, len = 0;
-  if (!locate_chunk(a, ws.chunk_off, blockIdx.x, &start, &len)) return;
+  if (!locate_chunk(a, ws.chunk_off, chunk_base + blockIdx.x, &start, &len)) return;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, tq = lane % 4;
 
@@ -682,8 +691,11 @@ __device__ __forceinline__ void load_chunk(const GdnArgs& a, const PrefillWs& ws
   }
 }
 
+// Chunks [c0, c1) of every sequence (c1 clipped to its length): the state comes from the slot
+// (zero when slot < 0) when c0 == 0, else from ws.carry; it goes to the slot (if any) when the
+// range ends the sequence, else to ws.carry (pipelined single sequence, see gdn_chunk_prefill).
 __global__ void __launch_bounds__(kStateThreads, 1)
-    gdn_chunk_state_kernel(GdnArgs a, PrefillWs ws) {
+    gdn_chunk_state_kernel(GdnArgs a, PrefillWs ws, int c0, int c1) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   StateSmem& sm = *reinterpret_cast<StateSmem*>(smem_raw);
   const int vb = blockIdx.x * kVCols;
@@ -695,8 +707,12 @@ __global__ void __launch_bounds__(kStateThreads, 1)
   const int seq_start = a.cu_seqlens[s];
   const int seq_len = a.cu_seqlens[s + 1] - seq_start;
   if (seq_len == 0) return;
-  const int nchunks = (seq_len + C - 1) / C;
-  float* state = state_ptr(a, s, h);
+  const int nchunks = min((seq_len + C - 1) / C, c1);
+  if (c0 >= nchunks) return;
+  float* slot_state = state_ptr(a, s, h);
+  float* carry = ws.carry + static_cast<int64_t>(h) * D * D;
+  const float* state = c0 == 0 ? slot_state : carry;
+  float* state_out = nchunks == (seq_len + C - 1) / C ? slot_state : carry;
   const int vrow = vb + warp * 16 + g;  // value column of accumulator rows g (e < 2) / g + 8
 
   // st[nt][e] = S^T[vrow + 8 (e >> 1)][8 nt + 2 tq + (e & 1)] = S[key][value].
@@ -719,12 +735,12 @@ __global__ void __launch_bounds__(kStateThreads, 1)
   const FragAddr<D> ka(sm.buf[0].k, (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
   bf16* so = sm.out[warp];
 
-  load_chunk(a, ws, sm.buf[0], seq_start, min(C, seq_len), h, kh, vb);
+  load_chunk(a, ws, sm.buf[0], seq_start + c0 * C, min(C, seq_len - c0 * C), h, kh, vb);
   CpAsyncCommit();
-  for (int ch = 0; ch < nchunks; ++ch) {
+  for (int ch = c0; ch < nchunks; ++ch) {
     const int start = seq_start + ch * C;
     const int len = min(C, seq_start + seq_len - start);
-    const int buf = ch & 1;
+    const int buf = (ch - c0) & 1;
     const ChunkTiles& t = sm.buf[buf];
     const uint32_t boff = buf * kBufBytes;
     CpAsyncWait<0>();  // this chunk's tiles have landed
@@ -838,13 +854,40 @@ __global__ void __launch_bounds__(kStateThreads, 1)
     }
   }
   CpAsyncWait<0>();
-  if (state) {
+  if (state_out) {
 #pragma unroll
     for (int nt = 0; nt < D / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        state[(8 * nt + 2 * tq + (e & 1)) * D + vrow + 8 * (e >> 1)] = st[nt][e];
+        state_out[(8 * nt + 2 * tq + (e & 1)) * D + vrow + 8 * (e >> 1)] = st[nt][e];
   }
+}
+
+// Chunks per piece of a pipelined single sequence (see gdn_chunk_prefill): 4K tokens, so a 16K
+// prompt has 4 pieces and its first state piece starts after a quarter of the per-chunk pass.
+constexpr int kPieceChunks = 64;
+
+// The high-priority stream the state pieces run on, and the event that orders them, one pair per
+// device (created on first use, never destroyed: they live as long as the process).
+struct PipelineStreams {
+  std::mutex mu;
+  cudaStream_t state = nullptr;
+  cudaEvent_t ready = nullptr;
+};
+PipelineStreams& pipeline_streams() {
+  static std::mutex init_mu;
+  static std::map<int, PipelineStreams> per_device;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard lock(init_mu);
+  PipelineStreams& ps = per_device[device];
+  if (ps.state == nullptr) {
+    int lowest = 0, highest = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest, &highest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&ps.state, cudaStreamNonBlocking, highest));
+    CUDA_CHECK(cudaEventCreateWithFlags(&ps.ready, cudaEventDisableTiming));
+  }
+  return ps;
 }
 
 }  // namespace
@@ -870,13 +913,37 @@ void gdn_chunk_prefill(const GdnArgs& a, void* workspace, size_t workspace_bytes
                                   static_cast<int>(sizeof(StateSmem))));
   gdn_chunk_offsets_kernel<<<1, 32, 0, stream>>>(a, ws.chunk_off);
   CUDA_CHECK_LAUNCH();
-  const int max_chunks = a.total_tokens / C + a.num_seqs;
-  gdn_chunk_local_kernel<<<dim3(max_chunks, a.value_heads), kLocalThreads, sizeof(LocalSmem),
-                           stream>>>(a, ws);
-  CUDA_CHECK_LAUNCH();
-  gdn_chunk_state_kernel<<<dim3(D / kVCols, a.value_heads, a.num_seqs), kStateThreads,
-                           sizeof(StateSmem), stream>>>(a, ws);
-  CUDA_CHECK_LAUNCH();
+  const dim3 state_grid(D / kVCols, a.value_heads, a.num_seqs);
+  auto local = [&](cudaStream_t st, int chunk_base, int chunks) {
+    gdn_chunk_local_kernel<<<dim3(chunks, a.value_heads), kLocalThreads, sizeof(LocalSmem), st>>>(
+        a, ws, chunk_base);
+    CUDA_CHECK_LAUNCH();
+  };
+  auto state = [&](cudaStream_t st, int c0, int c1) {
+    gdn_chunk_state_kernel<<<state_grid, kStateThreads, sizeof(StateSmem), st>>>(a, ws, c0, c1);
+    CUDA_CHECK_LAUNCH();
+  };
+  const int chunks = (a.total_tokens + C - 1) / C;  // of the only sequence, when num_seqs == 1
+  if (a.num_seqs > 1 || chunks <= kPieceChunks) {
+    local(stream, 0, a.total_tokens / C + a.num_seqs);
+    state(stream, 0, INT32_MAX);
+    return;
+  }
+  // One long sequence: its state pass occupies only 2 x value_heads SMs, so the per-chunk pass
+  // of piece p + 1 runs (on `stream`) while the state pass of piece p runs on a high-priority
+  // stream beside it, each state piece waiting for its chunks; the state crosses pieces in
+  // ws.carry. Fork and join go through events, so this stays capturable.
+  PipelineStreams& ps = pipeline_streams();
+  std::lock_guard lock(ps.mu);
+  for (int c0 = 0; c0 < chunks; c0 += kPieceChunks) {
+    const int n = std::min(kPieceChunks, chunks - c0);
+    local(stream, c0, n);
+    CUDA_CHECK(cudaEventRecord(ps.ready, stream));
+    CUDA_CHECK(cudaStreamWaitEvent(ps.state, ps.ready, 0));
+    state(ps.state, c0, c0 + n);
+  }
+  CUDA_CHECK(cudaEventRecord(ps.ready, ps.state));
+  CUDA_CHECK(cudaStreamWaitEvent(stream, ps.ready, 0));
 }
 
 void gdn_chunk_prefill_ref(const GdnArgs& a, cudaStream_t stream) {

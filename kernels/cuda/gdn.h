@@ -68,8 +68,12 @@ struct GdnArgs {
 // Chunked prefill (chunk 64, WY/UT form): a parallel per-chunk pass (k k^T, triangular solve,
 // W/U, intra-chunk q k^T) followed by the sequential state pass, which is split over
 // value_heads x 2 column blocks of the state per sequence, each block's 64 columns over 4
-// independent warps, so one long sequence still occupies value_heads * 8 warps on
-// value_heads * 2 SMs (64 for Qwen3-Next). Sequences may have any length (incl. 0).
+// independent warps (value_heads * 2 SMs per sequence: 64 for Qwen3-Next). A single sequence of
+// more than 4K tokens is pipelined in 4K-token pieces so that the parallel pass of the next piece
+// uses the SMs the state pass leaves free: the state pieces run on a high-priority helper stream
+// (created with an event on the first such call, one pair per device) that forks from and joins
+// `stream` through events, so the call stays asynchronous and capturable. Sequences may have any
+// length (incl. 0).
 size_t gdn_chunk_prefill_workspace_bytes(int32_t total_tokens, int32_t num_seqs, int32_t key_heads,
                                          int32_t value_heads);
 void gdn_chunk_prefill(const GdnArgs& args, void* workspace, size_t workspace_bytes,

@@ -284,6 +284,14 @@ TEST_F(GdnTest, PrefillLongSequenceCarriesState) {
   RunPrefill({2, 4, {2000}, {0}, 1}, 4);
 }
 
+// One sequence longer than a pipeline piece (64 chunks): the per-chunk and state passes run
+// piecewise on two streams and the state crosses pieces through the workspace (3 pieces, the last
+// partial), with and without a state slot.
+TEST_F(GdnTest, PrefillPipelinedSingleSequence) {
+  RunPrefill({2, 4, {9000}, {1}, 2}, 5);
+  RunPrefill({2, 4, {4200}, {-1}, 1}, 6);
+}
+
 void RunDecode(int hk, int hv, int batch, int steps, uint32_t seed) {
   std::mt19937 rng(seed);
   // Slots in reverse order with a gap, so slot index != sequence index.
