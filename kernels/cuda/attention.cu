@@ -400,10 +400,7 @@ __global__ void __launch_bounds__(PrefillCfg<HD, BN>::kThreads, 1)
       }
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
-        pa[kk][0] = PackBf16(sc[2 * kk][0], sc[2 * kk][1]);
-        pa[kk][1] = PackBf16(sc[2 * kk][2], sc[2 * kk][3]);
-        pa[kk][2] = PackBf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        pa[kk][3] = PackBf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        AccToA(pa[kk], sc[2 * kk], sc[2 * kk + 1]);
       }
     } else {
       WgmmaWait<0>();
@@ -596,8 +593,8 @@ __device__ __forceinline__ void DecodePiece(const AttentionBatch& b, int s, int 
       }
     }
     SoftmaxUpdate<2, kOT>(sc, m, l, o);
-    uint32_t a[4] = {PackBf16(sc[0][0], sc[0][1]), PackBf16(sc[0][2], sc[0][3]),
-                     PackBf16(sc[1][0], sc[1][1]), PackBf16(sc[1][2], sc[1][3])};
+    uint32_t a[4];
+    AccToA(a, sc[0], sc[1]);
 #pragma unroll
     for (int d2 = 0; d2 < kOT / 2; ++d2) {
       uint32_t bv[4];

@@ -760,10 +760,8 @@ __global__ void __launch_bounds__(kStateThreads, 1)
       for (int e = 0; e < 4; ++e) x[nt][e] = y[nt][e] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      const uint32_t sa[4] = {PackBf16(st[2 * kk][0], st[2 * kk][1]),
-                              PackBf16(st[2 * kk][2], st[2 * kk][3]),
-                              PackBf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                              PackBf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+      uint32_t sa[4];
+      AccToA(sa, st[2 * kk], st[2 * kk + 1]);
 #pragma unroll
       for (int n2 = 0; n2 < C / 16; ++n2) {
         uint32_t bw[4], bq[4];
@@ -805,10 +803,8 @@ __global__ void __launch_bounds__(kStateThreads, 1)
     }
 #pragma unroll
     for (int kk = 0; kk < C / 16; ++kk) {
-      const uint32_t va[4] = {PackBf16(x[2 * kk][0], x[2 * kk][1]),
-                              PackBf16(x[2 * kk][2], x[2 * kk][3]),
-                              PackBf16(x[2 * kk + 1][0], x[2 * kk + 1][1]),
-                              PackBf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+      uint32_t va[4];
+      AccToA(va, x[2 * kk], x[2 * kk + 1]);
 #pragma unroll
       for (int n2 = kk; n2 < C / 16; ++n2) {
         uint32_t bp[4];

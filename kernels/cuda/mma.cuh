@@ -58,6 +58,16 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The bf16 A fragment of k-step k from the fp32 accumulator tiles lo = n8 tile 2k and
+// hi = n8 tile 2k + 1 (see the layouts above).
+__device__ __forceinline__ void AccToA(uint32_t (&a)[4], const float (&lo)[4],
+                                       const float (&hi)[4]) {
+  a[0] = PackBf16(lo[0], lo[1]);
+  a[1] = PackBf16(lo[2], lo[3]);
+  a[2] = PackBf16(hi[0], hi[1]);
+  a[3] = PackBf16(hi[2], hi[3]);
+}
+
 // Shared-memory tile of rows x HD bf16, 16-byte chunk c of row r stored at chunk c ^ (r & 7):
 // the 8 rows one ldmatrix phase reads then fall into 8 different bank groups.
 template <int HD>
